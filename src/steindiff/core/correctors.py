@@ -1,0 +1,61 @@
+"""Correctors: plug-ins that act on each solver step without the solver knowing.
+
+At every step the sampling loop calls ``corrector.correct(x, output, context)`` with the state x at
+sigma, the solver's ``StepOutput`` (its next-state candidate and data prediction) and a
+``StepContext``; the corrector returns the next state and a dict of numbers for the per-step
+trace. ``NoCorrector`` ("none") returns the solver's candidate unchanged.
+
+A corrector that differentiates the step sets ``requires_grad = True``: the loop then evaluates the
+step with autograd enabled on x (output tensors carry the graph; no extra NFE), and
+``context.step_fn(x')`` re-evaluates the same step at another x' with the solver history held
+constant (each call costs the step's NFE again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from .processes import NoiseProcess
+from .solvers.base import StepOutput
+
+__all__ = ["StepContext", "Corrector", "NoCorrector", "CORRECTORS", "make_corrector"]
+
+
+@dataclass
+class StepContext:
+    index: int  # 0-based step index
+    num_steps: int
+    sigma: float  # EDM noise level of x
+    sigma_next: float
+    alpha: float  # native alpha of the process at sigma (1 for VE)
+    alpha_next: float
+    process: NoiseProcess
+    step_fn: Callable[[Tensor], StepOutput]  # the same step at another x, history held constant
+    labels: Tensor | None = None
+
+
+class Corrector:
+    """Base class and the "none" corrector."""
+
+    name = "none"
+    requires_grad = False
+
+    def correct(self, x: Tensor, output: StepOutput, context: StepContext) -> tuple[Tensor, dict]:
+        return output.x_next, {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+NoCorrector = Corrector
+
+CORRECTORS: dict[str, Callable[..., Corrector]] = {"none": NoCorrector}
+
+
+def make_corrector(name: str, **kwargs) -> Corrector:
+    if name not in CORRECTORS:
+        raise ValueError(f"unknown corrector {name!r}; accepted: {', '.join(sorted(CORRECTORS))}")
+    return CORRECTORS[name](**kwargs)

@@ -1,0 +1,98 @@
+"""The denoiser contract and the NFE-counting wrapper.
+
+A denoiser is a callable ``D(x, sigma, labels=None) -> data prediction`` in EDM coordinates:
+
+- ``x``: (B, *shape) noisy input x_hat = x_star + sigma * eps (see ``processes``);
+- ``sigma``: (B,) EDM noise level per sample (a Python float or 0-d tensor is broadcast);
+- ``labels``: None, or (B, num_classes) one-hot / soft class labels for conditional models
+  (all-zero rows mean "unconditional", as in EDM and classifier-free guidance);
+- returns (B, *shape), the estimate of E[x_star | x], same dtype as ``x``.
+
+``num_classes`` (0 for unconditional models) tells the sampler whether to draw labels per seed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Denoiser", "CountingDenoiser", "GuidedDenoiser", "as_sigma_batch"]
+
+
+def as_sigma_batch(sigma, x: Tensor) -> Tensor:
+    """Broadcast ``sigma`` (float, 0-d or (B,)) to a (B,) tensor of x's dtype and device."""
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(x.shape[0])
+    if sigma.shape != (x.shape[0],):
+        raise ValueError(f"sigma must be a scalar or have shape ({x.shape[0]},), got {tuple(sigma.shape)}")
+    return sigma
+
+
+class Denoiser(nn.Module):
+    """Base class for denoisers: subclasses implement ``denoise(x, sigma, labels)``.
+
+    ``forward`` broadcasts sigma to (B,) and checks the output shape, so every subclass obeys the
+    contract in the module docstring.
+    """
+
+    num_classes: int = 0
+
+    def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, sigma, labels: Tensor | None = None) -> Tensor:
+        sigma = as_sigma_batch(sigma, x)
+        out = self.denoise(x, sigma, labels)
+        if out.shape != x.shape:
+            raise ValueError(
+                f"{type(self).__name__} returned shape {tuple(out.shape)} for input {tuple(x.shape)}"
+            )
+        return out
+
+
+class CountingDenoiser(nn.Module):
+    """Wraps a denoiser and counts its calls: the measured number of function evaluations (NFE).
+
+    One call on a batch counts as one evaluation (the NFE of each trajectory in that batch).
+    """
+
+    def __init__(self, denoiser):
+        super().__init__()
+        self.inner = denoiser
+        self.calls = 0
+
+    @property
+    def num_classes(self) -> int:
+        return getattr(self.inner, "num_classes", 0)
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def forward(self, x: Tensor, sigma, labels: Tensor | None = None) -> Tensor:
+        self.calls += 1
+        return self.inner(x, sigma, labels)
+
+
+class GuidedDenoiser(Denoiser):
+    """Classifier-free guidance: D_w = D(x, sigma, 0) + w * (D(x, sigma, y) - D(x, sigma, 0)).
+
+    ``scale`` w = 1 is the plain conditional model (one network call); any other value costs two
+    network calls per denoiser evaluation, which still counts as one NFE (the usual convention).
+    """
+
+    def __init__(self, denoiser, scale: float = 1.0):
+        super().__init__()
+        self.inner = denoiser
+        self.scale = float(scale)
+        self.num_classes = getattr(denoiser, "num_classes", 0)
+        if self.num_classes == 0 and self.scale != 1.0:
+            raise ValueError("classifier-free guidance needs a class-conditional denoiser (num_classes > 0)")
+
+    def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None) -> Tensor:
+        if labels is None or self.scale == 1.0:
+            return self.inner(x, sigma, labels)
+        null = torch.zeros_like(labels)
+        both = self.inner(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([null, labels]))
+        uncond, cond = both.chunk(2)
+        return uncond + self.scale * (cond - uncond)
