@@ -1,4 +1,5 @@
 from __future__ import annotations
+
 """The solver configurations every shared test runs over (name, options, expected global order).
 
 Expected orders are what the convergence test measures on the EDM grid (see its docstring):

@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from steindiff.core.processes import (
-    VEProcess, VPCosineProcess, VPDiscreteProcess, VPLinearProcess, make_process,
+    VEProcess,
+    VPCosineProcess,
+    VPDiscreteProcess,
+    VPLinearProcess,
+    make_process,
 )
 
 VP = [VPLinearProcess(), VPCosineProcess(), VPDiscreteProcess()]

@@ -21,6 +21,19 @@ SOLVERS = {
 }
 
 
+def num_steps_for_nfe(solver: Solver, nfe: int, final_step: str = "zero") -> int:
+    """The most steps whose exact NFE fits in the budget ``nfe`` (at least one step)."""
+    if int(nfe) != nfe or nfe < 1:
+        raise ValueError(f"nfe must be an integer >= 1, got {nfe!r}")
+    if solver.nfe(1, final_step) > nfe:
+        raise ValueError(f"{solver.name} with final_step {final_step!r} needs at least "
+                         f"{solver.nfe(1, final_step)} NFE, budget is {nfe}")
+    steps = 1
+    while solver.nfe(steps + 1, final_step) <= nfe:
+        steps += 1
+    return steps
+
+
 def make_solver(name: str, **kwargs) -> Solver:
     """Build a solver by name (one of ``SOLVERS``) with its options."""
     if name not in SOLVERS:
@@ -34,5 +47,5 @@ def make_solver(name: str, **kwargs) -> Solver:
 __all__ = [
     "Solver", "SolverState", "StepOutput", "transport", "effective_data_prediction",
     "EulerSolver", "DDIMSolver", "HeunSolver", "DPMSolverPP", "UniPCSolver", "IPNDMSolver",
-    "SOLVERS", "make_solver",
+    "SOLVERS", "make_solver", "num_steps_for_nfe",
 ]

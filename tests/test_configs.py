@@ -1,0 +1,32 @@
+"""Every YAML in conf/ instantiates to the core object it names."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from steindiff.core import Corrector, Denoiser, Solver
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+FILES = sorted(p for p in CONF.glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.stem}" for p in FILES])
+def test_config_instantiates(path):
+    obj = instantiate(OmegaConf.load(path))
+    group = path.parent.name
+    if group == "solver":
+        assert isinstance(obj, Solver)
+    elif group == "corrector":
+        assert isinstance(obj, Corrector)
+    elif group == "denoiser":
+        assert isinstance(obj, Denoiser)
+    elif group == "schedule":
+        grid = obj(num_steps=4)
+        assert isinstance(grid, torch.Tensor) and len(grid) == 5
+
+
+def test_there_are_configs():
+    assert {p.parent.name for p in FILES} >= {"solver", "schedule", "denoiser", "corrector"}
