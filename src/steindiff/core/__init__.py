@@ -20,6 +20,7 @@ from .processes import PROCESSES, NoiseProcess, make_process
 from .sampling import SampleResult, integrate, sample
 from .schedules import FINAL_STEP_POLICIES, SCHEDULES, build_sigmas
 from .solvers import SOLVERS, Solver, SolverState, StepOutput, make_solver, num_steps_for_nfe
+from .stein import SteinCorrector, stein_gamma
 
 __all__ = [
     "EDMPrecond", "VPNetworkDenoiser", "draw_labels", "one_hot_labels",
@@ -28,5 +29,6 @@ __all__ = [
     "MIXTURE_PRESETS", "GaussianMixture", "mixture_preset", "initial_noise", "parse_seeds",
     "PROCESSES", "NoiseProcess", "make_process", "SampleResult", "integrate", "sample",
     "FINAL_STEP_POLICIES", "SCHEDULES", "build_sigmas",
+    "SteinCorrector", "stein_gamma",
     "SOLVERS", "Solver", "SolverState", "StepOutput", "make_solver", "num_steps_for_nfe",
 ]

@@ -8,7 +8,9 @@ trace. ``NoCorrector`` ("none") returns the solver's candidate unchanged.
 A corrector that differentiates the step sets ``requires_grad = True``: the loop then evaluates the
 step with autograd enabled on x (output tensors carry the graph; no extra NFE), and
 ``context.step_fn(x')`` re-evaluates the same step at another x' with the solver history held
-constant (each call costs the step's NFE again).
+constant (each call costs the step's NFE again); ``context.step_fn(x_rows, rows)`` does so for a
+subset of the batch. Diagnostics that should not count as NFE run inside
+``context.counter.paused()``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ class StepContext:
     alpha: float  # native alpha of the process at sigma (1 for VE)
     alpha_next: float
     process: NoiseProcess
-    step_fn: Callable[[Tensor], StepOutput]  # the same step at another x, history held constant
+    step_fn: Callable[..., StepOutput]  # step_fn(x, rows=None): the same step, history held constant
     labels: Tensor | None = None
+    seeds: Tensor | None = None  # (B,) int64 seed of each row
+    counter: object | None = None  # the CountingDenoiser of this run
 
 
 class Corrector:

@@ -13,6 +13,8 @@ A denoiser is a callable ``D(x, sigma, labels=None) -> data prediction`` in EDM 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 
@@ -69,8 +71,18 @@ class CountingDenoiser(nn.Module):
     def reset(self) -> None:
         self.calls = 0
 
+    @contextlib.contextmanager
+    def paused(self):
+        """Calls inside this block are not counted (diagnostics that are not part of sampling)."""
+        self._paused = getattr(self, "_paused", 0) + 1
+        try:
+            yield self
+        finally:
+            self._paused -= 1
+
     def forward(self, x: Tensor, sigma, labels: Tensor | None = None) -> Tensor:
-        self.calls += 1
+        if not getattr(self, "_paused", 0):
+            self.calls += 1
         return self.inner(x, sigma, labels)
 
 

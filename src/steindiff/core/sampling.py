@@ -52,7 +52,8 @@ class SampleResult:
 
 def integrate(denoiser, x: Tensor, sigmas: Tensor, solver: Solver, corrector: Corrector | None = None,
               *, final_step: str = "zero", process: NoiseProcess | None = None,
-              labels: Tensor | None = None, batch_index: int = 0) -> tuple[Tensor, int, list[dict]]:
+              labels: Tensor | None = None, seeds: Sequence[int] | None = None,
+              batch_index: int = 0) -> tuple[Tensor, int, list[dict]]:
     """Integrate one batch from x at sigmas[0] along the grid; returns (x, nfe, trace).
 
     ``x`` is the state at sigmas[0] (already scaled). The denoiser is wrapped in a counter, so the
@@ -67,12 +68,16 @@ def integrate(denoiser, x: Tensor, sigmas: Tensor, solver: Solver, corrector: Co
     num_steps = len(grid) - 1
     alphas = process.alpha_of_sigma(sigmas.double()).tolist()
     state = solver.init_state(num_steps)
+    seed_tensor = None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64)
     trace: list[dict] = []
     for i in range(num_steps):
         sigma, sigma_next = grid[i], grid[i + 1]
 
-        def step_fn(x_, _sigma=sigma, _sigma_next=sigma_next, _state=state):
-            return solver.step(counter, x_, _sigma, _sigma_next, _state, labels)
+        def step_fn(x_, rows=None, _sigma=sigma, _sigma_next=sigma_next, _state=state):
+            if rows is None:
+                return solver.step(counter, x_, _sigma, _sigma_next, _state, labels)
+            rows_labels = None if labels is None else labels[rows]
+            return solver.step(counter, x_, _sigma, _sigma_next, _state.select(rows), rows_labels)
 
         if corrector.requires_grad:
             with torch.enable_grad():
@@ -83,7 +88,7 @@ def integrate(denoiser, x: Tensor, sigmas: Tensor, solver: Solver, corrector: Co
             output = step_fn(x)
         context = StepContext(index=i, num_steps=num_steps, sigma=sigma, sigma_next=sigma_next,
                               alpha=alphas[i], alpha_next=alphas[i + 1], process=process,
-                              step_fn=step_fn, labels=labels)
+                              step_fn=step_fn, labels=labels, seeds=seed_tensor, counter=counter)
         x_next, info = corrector.correct(x_in, output, context)
         x = x_next.detach()
         state = output.state.detach() if corrector.requires_grad else output.state
@@ -136,7 +141,7 @@ def sample(denoiser, sigmas: Tensor, solver: Solver, corrector: Corrector | None
             with torch.no_grad():
                 x, calls, batch_trace = integrate(counter, x, sigmas, solver, corrector,
                                                   final_step=final_step, process=process,
-                                                  labels=batch_labels, batch_index=b)
+                                                  labels=batch_labels, seeds=batch_seeds, batch_index=b)
             if nfe is not None and calls != nfe:
                 raise RuntimeError(f"NFE differs between batches ({nfe} vs {calls})")
             nfe = calls

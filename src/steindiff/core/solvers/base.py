@@ -59,6 +59,19 @@ class SolverState:
             aux={k: _d(v) for k, v in self.aux.items()},
         )
 
+    def select(self, rows: Tensor) -> SolverState:
+        """The state of a subset of the batch (every tensor is indexed by ``rows`` along dim 0)."""
+
+        def _s(v):
+            if isinstance(v, Tensor):
+                return v[rows]
+            if isinstance(v, tuple):
+                return tuple(_s(u) for u in v)
+            return v
+
+        return replace(self, history=tuple((s, d[rows]) for s, d in self.history),
+                       aux={k: _s(v) for k, v in self.aux.items()})
+
     def push(self, sigma: float, data_prediction: Tensor, keep: int, **aux) -> SolverState:
         """The state after one more step, with (sigma, D) appended and at most ``keep`` kept."""
         history = (self.history + ((float(sigma), data_prediction),))[-keep:] if keep > 0 else ()
