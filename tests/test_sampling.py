@@ -146,5 +146,11 @@ def test_main_job_writes_results(tmp_path, capsys):
     assert results["solvers"]["euler"]["nfe"] == 5 and results["solvers"]["heun"]["nfe"] == 5
     assert (tmp_path / "scatter.png").stat().st_size > 1000
     assert "energy dist" in capsys.readouterr().out
+    rc = main(["--solvers", "dpmpp_2m", "--nfe", "4", "--seeds", "0-49", "--corrector", "stein",
+               "--gamma-min", "0.5", "--out", str(tmp_path / "stein")])
+    assert rc == 0
+    stein = json.loads((tmp_path / "stein" / "results.json").read_text())["solvers"]["dpmpp_2m"]
+    assert len(stein["trace"]) == 4 and all(t["gamma"] >= 0.5 for t in stein["trace"])
+    assert (tmp_path / "stein" / "gamma.png").exists()
     assert main(["--solvers", "rk4", "--out", str(tmp_path / "x")]) == 2
     assert "unknown solver 'rk4'" in capsys.readouterr().err

@@ -6,6 +6,7 @@ and writes a run folder:
     results.json     config, per-solver measured NFE, sigma grid, metrics, per-step trace
     samples.npz      samples of every solver with their seeds
     scatter.png      (2-D presets) samples over the true data
+    gamma.png        (with --corrector stein) gamma per step for every solver
 
 Metrics: energy distance to fresh data samples, mean negative log-likelihood under the true
 mixture, and trajectory error (mean L2 distance to a 512-step Heun float64 solution of the same
@@ -30,6 +31,7 @@ from steindiff.core import (
     MIXTURE_PRESETS,
     SCHEDULES,
     SOLVERS,
+    SteinCorrector,
     build_sigmas,
     energy_distance,
     make_solver,
@@ -55,6 +57,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--temperature", type=float, default=1.0, help="mixture posterior temperature knob")
     p.add_argument("--residual-scale", type=float, default=1.0, help="mixture residual-scale knob")
+    p.add_argument("--corrector", default="none", choices=["none", "stein"], help="per-step corrector")
+    p.add_argument("--target", default="data", help="Stein target: state (paper) or data (ours)")
+    p.add_argument("--statistics", default="batch", help="Stein statistics: batch (paper), sample, group")
+    p.add_argument("--divergence", default="hutchinson", help="divergence estimator for the Stein corrector")
+    p.add_argument("--num-probes", type=int, default=5)
+    p.add_argument("--gamma-min", type=float, default=None)
+    p.add_argument("--gamma-max", type=float, default=None)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--out", default=None, help="run folder (default runs/sample-<time>)")
     return p.parse_args(argv)
@@ -69,6 +78,10 @@ def run(args: argparse.Namespace) -> dict:
     for n in names:
         if n not in SOLVERS:
             raise ValueError(f"unknown solver {n!r}; accepted: {', '.join(sorted(SOLVERS))}")
+    corrector = None
+    if args.corrector == "stein":
+        corrector = SteinCorrector(target=args.target, statistics=args.statistics, divergence=args.divergence,
+                                   num_probes=args.num_probes, gamma_min=args.gamma_min, gamma_max=args.gamma_max)
     grid_kw = dict(sigma_min=args.sigma_min, sigma_max=args.sigma_max)
     shape = (data.dim,)
     reference = sample(data, build_sigmas("edm", 256, "sigma_min", **grid_kw), make_solver("heun"),
@@ -82,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
         steps = num_steps_for_nfe(solver, args.nfe, args.final_step)
         sigmas = build_sigmas(args.schedule, steps, args.final_step, **grid_kw)
         t0 = time.perf_counter()
-        res = sample(data, sigmas, solver, seeds=seeds, shape=shape, final_step=args.final_step,
+        res = sample(data, sigmas, solver, corrector, seeds=seeds, shape=shape, final_step=args.final_step,
                      batch_size=args.batch_size, dtype=dtype)
         wall = time.perf_counter() - t0
         x = res.samples.double()
@@ -94,6 +107,8 @@ def run(args: argparse.Namespace) -> dict:
             "nll": float(-exact.log_prob(x).mean()),
             "trajectory_error": float((x - reference).norm(dim=1).mean()),
             "finite": bool(torch.isfinite(x).all()),
+            "corrector": repr(corrector) if corrector is not None else "none",
+            "trace": res.trace,
         }
         samples[name] = x.float().numpy()
     results["reference_energy_distance"] = energy_distance(reference, fresh)
@@ -128,6 +143,28 @@ def scatter(path: Path, samples: dict, fresh: torch.Tensor, title: str) -> None:
     plt.close(fig)
 
 
+def gamma_plot(path: Path, results: dict) -> None:
+    """gamma per step (batch 0) for every solver, against sigma."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for name, r in results["solvers"].items():
+        steps = [t for t in r["trace"] if t["batch"] == 0]
+        ax.plot([t["sigma"] for t in steps], [t.get("gamma", 1.0) for t in steps], marker="o", ms=3, label=name)
+    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("sigma (step start)")
+    ax.set_ylabel("gamma")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -140,10 +177,14 @@ def main(argv=None) -> int:
     np.savez(out / "samples.npz", **samples)
     if fresh.shape[1] == 2:
         scatter(out / "scatter.png", samples, fresh,
-                f"{args.preset}, NFE {args.nfe}, {args.schedule} grid, final step {args.final_step}")
+                f"{args.preset}, NFE {args.nfe}, {args.schedule} grid, final step {args.final_step}, "
+                f"corrector {args.corrector}")
+    if args.corrector != "none":
+        gamma_plot(out / "gamma.png", results)
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2))
     tmp.replace(out / "results.json")
+    print(f"corrector: {args.corrector}")
     print(f"{'solver':10s} {'steps':>5s} {'NFE':>4s} {'energy dist':>12s} {'NLL':>8s} {'traj err':>9s}")
     for name, r in results["solvers"].items():
         print(f"{name:10s} {r['num_steps']:5d} {r['nfe']:4d} {r['energy_distance']:12.4f} "
