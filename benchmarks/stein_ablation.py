@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from steindiff.core import (
-    SteinCorrector, build_sigmas, energy_distance, make_solver, mixture_preset, num_steps_for_nfe, sample,
+    SteinCorrector,
+    build_sigmas,
+    energy_distance,
+    make_solver,
+    mixture_preset,
+    num_steps_for_nfe,
+    sample,
 )
 
 DENOISERS = {"exact": {}, "sharp": {"temperature": 0.5}, "overshoot": {"residual_scale": 1.2}}
@@ -145,8 +151,8 @@ def main() -> None:
     stem = "stein_ablation_quick" if args.quick else "stein_ablation"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     md = markdown(result)
-    (out / f"{stem}.md").write_text(f"Command: `python benchmarks/stein_ablation.py{' --quick' if args.quick else ''}`\n\n"
-                                    + md + "\n")
+    command = f"python benchmarks/stein_ablation.py{' --quick' if args.quick else ''}"
+    (out / f"{stem}.md").write_text(f"Command: `{command}`\n\n" + md + "\n")
     plot(result, out / f"{stem}.png")
     print(md)
     print(f"wrote {out / stem}.{{json,md,png}} in {result['wall_s']:.0f} s")

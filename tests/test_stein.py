@@ -337,3 +337,18 @@ def test_contractivity_probe_matches_exact_jacobian_norm_and_costs_no_nfe():
     # the trap: a contraction at the first (large-sigma) step, far from one at small sigma
     assert res.trace[0]["lipschitz_max"] < 1.0
     assert max(t["lipschitz_max"] for t in res.trace) > 1.5
+
+
+def test_seeded_probes_depend_on_the_seed_alone_and_are_standard():
+    from steindiff.core.divergence import seeded_probes
+
+    p = seeded_probes(torch.arange(20000), 3, 5, (4,), "gaussian", dtype=torch.float64)
+    assert p.shape == (5, 20000, 4)
+    assert abs(float(p.mean())) < 0.01 and abs(float(p.var()) - 1) < 0.02 and abs(float((p**4).mean()) - 3) < 0.1
+    corr = torch.corrcoef(p.reshape(5, -1))
+    assert float((corr - torch.eye(5, dtype=torch.float64)).abs().max()) < 0.02  # probes uncorrelated
+    q = seeded_probes(torch.tensor([19999, 7]), 3, 5, (4,), "gaussian", dtype=torch.float64)
+    assert torch.equal(q[:, 0], p[:, 19999]) and torch.equal(q[:, 1], p[:, 7])
+    assert not torch.equal(seeded_probes(torch.tensor([7]), 4, 5, (4,))[:, 0], p[:, 7].float())
+    r = seeded_probes(torch.arange(1000), 0, 3, (8,), "rademacher")
+    assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(float(r.mean())) < 0.03

@@ -45,6 +45,7 @@ from .divergence import (
     finite_difference_divergence,
     jvp_divergence,
     make_probes,
+    seeded_probes,
     vjp_divergence,
 )
 from .solvers.base import StepOutput, transport
@@ -147,11 +148,9 @@ class SteinCorrector(Corrector):
         if context.seeds is None:  # one generator for the batch
             g = torch.Generator().manual_seed(self.probe_seed * 1_000_003 + context.index)
             return make_probes(self.num_probes, x, kind, g)
-        rows = []
-        for seed in context.seeds.tolist():  # per-seed probes: independent of batch composition
-            g = torch.Generator().manual_seed((seed * 1_000_003 + context.index * 7919 + self.probe_seed) % 2**62)
-            rows.append(make_probes(self.num_probes, x[:1], kind, g))
-        return torch.cat(rows, dim=1)
+        # per-seed probes: independent of batch size, position and device count
+        return seeded_probes(context.seeds, context.index, self.num_probes, x.shape[1:], kind, self.probe_seed,
+                             dtype=x.dtype, device=x.device)
 
     def _divergence_of_target(self, x: Tensor, out: StepOutput, context: StepContext,
                               rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
