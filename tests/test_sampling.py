@@ -138,7 +138,7 @@ def test_sample_errors():
 
 
 def test_main_job_writes_results(tmp_path, capsys):
-    from steindiff.cli.sample import main
+    from steindiff.cli.compare import main
 
     rc = main(["--solvers", "euler,heun", "--nfe", "5", "--seeds", "0-99", "--out", str(tmp_path)])
     assert rc == 0

@@ -1,196 +1,211 @@
-"""steindiff-sample: few-step sampling of an exact Gaussian-mixture test-bed (core only).
+"""steindiff-sample: the Hydra app that runs one evaluation (or a sweep with -m).
 
-Runs each requested solver at one NFE budget on a mixture preset, measures against ground truth
-and writes a run folder:
+    steindiff-sample                                   # embedded default: ring2d, Heun, NFE 8
+    steindiff-sample solver=dpmpp_2m nfe=6 corrector=stein corrector.target=state
+    steindiff-sample experiment=ring2d_stein trainer=ddp trainer.devices=2
+    steindiff-sample -m solver=euler,heun nfe=4,8 corrector=none,stein   # then steindiff-report
 
-    results.json     config, per-solver measured NFE, sigma grid, metrics, per-step trace
-    samples.npz      samples of every solver with their seeds
-    scatter.png      (2-D presets) samples over the true data
-    gamma.png        (with --corrector stein) gamma per step for every solver
-
-Metrics: energy distance to fresh data samples, mean negative log-likelihood under the true
-mixture, and trajectory error (mean L2 distance to a 512-step Heun float64 solution of the same
-ODE from the same noise: the discretisation error alone).
-
-This is the core's own entry point; the Hydra/Lightning platform builds on the same core.
+A run folder holds config.yaml (resolved), samples/ (npz shards with seeds), results.json
+(metrics, measured NFE, sigma grid, per-step trace summary) and plots (scatter.png for 2-D data,
+gamma.png, lipschitz.png when recorded), plus the logger's files.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
+import os
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from steindiff.core import (
-    FINAL_STEP_POLICIES,
-    MIXTURE_PRESETS,
-    SCHEDULES,
-    SOLVERS,
-    SteinCorrector,
-    build_sigmas,
-    energy_distance,
-    make_solver,
-    mixture_preset,
-    num_steps_for_nfe,
-    parse_seeds,
-    sample,
-)
+from steindiff.cli.config import CONF_DIR, ConfigError, label_setting, load_dotenv, validate
 
-DEFAULT_SOLVERS = "euler,heun,dpmpp_2m,dpmpp_3m,unipc,ipndm"
+_FIRST_MISTAKE = 2
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="steindiff-sample", description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="ring2d", help=f"mixture preset: {', '.join(MIXTURE_PRESETS)}")
-    p.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated solver names")
-    p.add_argument("--nfe", type=int, default=8, help="NFE budget per sample (steps chosen per solver)")
-    p.add_argument("--schedule", default="edm", help=f"sigma schedule: {', '.join(SCHEDULES[:-1])}")
-    p.add_argument("--final-step", default="zero", help=f"final-step policy: {', '.join(FINAL_STEP_POLICIES)}")
-    p.add_argument("--sigma-min", type=float, default=0.002)
-    p.add_argument("--sigma-max", type=float, default=80.0)
-    p.add_argument("--seeds", default="0-1999", help="seed list, e.g. '0-1999' or '0-9,20'")
-    p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--temperature", type=float, default=1.0, help="mixture posterior temperature knob")
-    p.add_argument("--residual-scale", type=float, default=1.0, help="mixture residual-scale knob")
-    p.add_argument("--corrector", default="none", choices=["none", "stein"], help="per-step corrector")
-    p.add_argument("--target", default="data", help="Stein target: state (paper) or data (ours)")
-    p.add_argument("--statistics", default="batch", help="Stein statistics: batch (paper), sample, group")
-    p.add_argument("--divergence", default="hutchinson", help="divergence estimator for the Stein corrector")
-    p.add_argument("--num-probes", type=int, default=5)
-    p.add_argument("--gamma-min", type=float, default=None)
-    p.add_argument("--gamma-max", type=float, default=None)
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--out", default=None, help="run folder (default runs/sample-<time>)")
-    return p.parse_args(argv)
+def run(cfg) -> dict:
+    """Compose core objects from the config, evaluate with Lightning, write results."""
+    import pytorch_lightning as pl
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
 
+    from steindiff.core import make_process, num_steps_for_nfe, parse_seeds
+    from steindiff.core.probes import ContractivityProbe
+    from steindiff.lightning import SamplingModule
 
-def run(args: argparse.Namespace) -> dict:
-    data = mixture_preset(args.preset, temperature=args.temperature, residual_scale=args.residual_scale)
-    exact = mixture_preset(args.preset)
-    seeds = parse_seeds(args.seeds)
-    dtype = getattr(torch, args.dtype)
-    names = [n.strip() for n in args.solvers.split(",") if n.strip()]
-    for n in names:
-        if n not in SOLVERS:
-            raise ValueError(f"unknown solver {n!r}; accepted: {', '.join(sorted(SOLVERS))}")
-    corrector = None
-    if args.corrector == "stein":
-        corrector = SteinCorrector(target=args.target, statistics=args.statistics, divergence=args.divergence,
-                                   num_probes=args.num_probes, gamma_min=args.gamma_min, gamma_max=args.gamma_max)
-    grid_kw = dict(sigma_min=args.sigma_min, sigma_max=args.sigma_max)
-    shape = (data.dim,)
-    reference = sample(data, build_sigmas("edm", 256, "sigma_min", **grid_kw), make_solver("heun"),
-                       seeds=seeds, shape=shape, final_step="sigma_min", batch_size=args.batch_size,
-                       dtype=torch.float64).samples
-    fresh = exact.sample(len(seeds), generator=torch.Generator().manual_seed(10**6))
-    results = {"config": vars(args), "solvers": {}}
-    samples = {"seeds": np.asarray(seeds)}
-    for name in names:
-        solver = make_solver(name)
-        steps = num_steps_for_nfe(solver, args.nfe, args.final_step)
-        sigmas = build_sigmas(args.schedule, steps, args.final_step, **grid_kw)
-        t0 = time.perf_counter()
-        res = sample(data, sigmas, solver, corrector, seeds=seeds, shape=shape, final_step=args.final_step,
-                     batch_size=args.batch_size, dtype=dtype)
-        wall = time.perf_counter() - t0
-        x = res.samples.double()
-        results["solvers"][name] = {
-            **res.summary(),
-            "solver": repr(solver),
-            "wall_s": wall,
-            "energy_distance": energy_distance(x, fresh),
-            "nll": float(-exact.log_prob(x).mean()),
-            "trajectory_error": float((x - reference).norm(dim=1).mean()),
-            "finite": bool(torch.isfinite(x).all()),
-            "corrector": repr(corrector) if corrector is not None else "none",
-            "trace": res.trace,
-        }
-        samples[name] = x.float().numpy()
-    results["reference_energy_distance"] = energy_distance(reference, fresh)
-    return results, samples, fresh
-
-
-def scatter(path: Path, samples: dict, fresh: torch.Tensor, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [k for k in samples if k != "seeds"]
-    cols = min(3, len(names))
-    rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-    lim = float(fresh.abs().max()) * 1.3
-    for ax, name in zip(axes.flat, names):
-        ax.scatter(fresh[:, 0], fresh[:, 1], s=1, c="0.75", label="data")
-        ax.scatter(samples[name][:, 0], samples[name][:, 1], s=1, c="C3", label=name)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def gamma_plot(path: Path, results: dict) -> None:
-    """gamma per step (batch 0) for every solver, against sigma."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, r in results["solvers"].items():
-        steps = [t for t in r["trace"] if t["batch"] == 0]
-        ax.plot([t["sigma"] for t in steps], [t.get("gamma", 1.0) for t in steps], marker="o", ms=3, label=name)
-    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("sigma (step start)")
-    ax.set_ylabel("gamma")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
+    validate(cfg)
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    denoiser = instantiate(cfg.denoiser)
+    solver = instantiate(cfg.solver)
+    corrector = instantiate(cfg.corrector) if cfg.corrector else None
+    if cfg.diagnostics.lipschitz:
+        corrector = ContractivityProbe(corrector, iters=cfg.diagnostics.lipschitz_iters)
+    process = make_process(cfg.process)
+    final_step = cfg.schedule.final_step
+    steps = int(cfg.steps) if cfg.steps is not None else num_steps_for_nfe(solver, int(cfg.nfe), final_step)
+    sigma_kw = {"process": process} if cfg.schedule.schedule.startswith("time_") else {}
+    sigmas = instantiate(cfg.schedule)(num_steps=steps, **sigma_kw)
+    if cfg.seeds is not None:
+        seeds = parse_seeds(str(cfg.seeds))
+    else:
+        seeds = list(range(cfg.seed_set * cfg.num_samples, (cfg.seed_set + 1) * cfg.num_samples))
+    shape = tuple(cfg.shape) if cfg.shape is not None else (int(denoiser.dim),)
+    metrics = None
+    if cfg.metrics:
+        if not hasattr(denoiser, "with_knobs"):
+            raise ConfigError("metrics=mixture needs a mixture denoiser; use metrics=none for this denoiser")
+        exact = denoiser.with_knobs(temperature=1.0, residual_scale=1.0, sigma_scale=1.0)
+        metrics = instantiate(cfg.metrics, data=exact)
+    loggers = []
+    if cfg.logger:
+        logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
+        if "WandbLogger" in logger_cfg["_target_"]:
+            logger_cfg["group"] = logger_cfg.get("group") or Path(hc.sweep.dir).name
+            logger_cfg["name"] = label_setting(cfg, hc)
+        loggers.append(instantiate(logger_cfg))
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
+                         use_distributed_sampler=False, inference_mode=False, enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=str(out_dir))
+    module = SamplingModule(denoiser, solver, corrector, sigmas, seeds=seeds, shape=shape,
+                            batch_size=cfg.batch_size, final_step=final_step, process=process,
+                            dtype=getattr(torch, cfg.dtype), metrics=metrics, out_dir=out_dir)
     try:
-        out = Path(args.out or f"runs/sample-{time.strftime('%Y%m%d-%H%M%S')}")
-        results, samples, fresh = run(args)
-    except ValueError as err:
-        print(f"steindiff-sample: error: {err}", file=sys.stderr)
-        return 2
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / "samples.npz", **samples)
-    if fresh.shape[1] == 2:
-        scatter(out / "scatter.png", samples, fresh,
-                f"{args.preset}, NFE {args.nfe}, {args.schedule} grid, final step {args.final_step}, "
-                f"corrector {args.corrector}")
-    if args.corrector != "none":
-        gamma_plot(out / "gamma.png", results)
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2))
-    tmp.replace(out / "results.json")
-    print(f"corrector: {args.corrector}")
-    print(f"{'solver':10s} {'steps':>5s} {'NFE':>4s} {'energy dist':>12s} {'NLL':>8s} {'traj err':>9s}")
-    for name, r in results["solvers"].items():
-        print(f"{name:10s} {r['num_steps']:5d} {r['nfe']:4d} {r['energy_distance']:12.4f} "
-              f"{r['nll']:8.3f} {r['trajectory_error']:9.4f}")
-    print(f"(512-NFE Heun reference: energy distance {results['reference_energy_distance']:.4f})")
-    print(f"wrote {out}/results.json")
+        trainer.test(module, verbose=False)
+        trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads them
+        results = {}
+        if trainer.global_rank == 0:
+            results = _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir)
+            _log_extras(loggers, results, out_dir)
+    finally:
+        for logger in loggers:
+            if hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
+                import wandb
+
+                wandb.finish()
+    return results
+
+
+def _trace_summary(traces: list[dict]) -> list[dict]:
+    """Per step: the mean over batches of every numeric trace entry."""
+    steps: dict[int, dict[str, list[float]]] = {}
+    for t in traces:
+        row = steps.setdefault(t["step"], {})
+        for k, v in t.items():
+            if isinstance(v, int | float) and k not in ("batch", "step"):
+                row.setdefault(k, []).append(float(v))
+    return [{"step": i, **{k: sum(v) / len(v) for k, v in row.items()}} for i, row in sorted(steps.items())]
+
+
+def _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    from steindiff.lightning import load_samples
+
+    metrics = getattr(module, "computed_metrics", {})
+    trace = _trace_summary(module.traces)
+    results = {
+        "setting": label_setting(cfg, hc),
+        "solver": hc.runtime.choices.get("solver"),
+        "corrector": hc.runtime.choices.get("corrector") if cfg.corrector else "none",
+        "nfe_budget": None if cfg.steps is not None else int(cfg.nfe),
+        "nfe": module.nfe, "expected_nfe": solver.nfe(steps, cfg.schedule.final_step),
+        "num_steps": steps, "final_step": cfg.schedule.final_step,
+        "seed_set": cfg.seed_set, "num_samples": len(seeds), "seeds": f"{seeds[0]}..{seeds[-1]}",
+        "metrics": metrics, "sigmas": [float(s) for s in sigmas], "trace": trace,
+        "solver_repr": repr(solver), "corrector_repr": repr(corrector),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    found, samples = load_samples(out_dir)
+    results["complete"] = bool(len(found) == len(seeds) and set(found.tolist()) == set(seeds))
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.plots:
+        from steindiff.cli.plots import lipschitz_plot, scatter_plot, trace_plot
+
+        if samples.shape[1] == 2:
+            exact = module.metrics["energy_distance"].data if module.metrics is not None else None
+            scatter_plot(out_dir / "scatter.png", samples, exact, results["setting"])
+        if any("gamma" in t for t in trace):
+            trace_plot(out_dir / "gamma.png", trace, "gamma", results["setting"])
+        if any("lipschitz_mean" in t for t in trace):
+            lipschitz_plot(out_dir / "lipschitz.png", trace, results["setting"])
+    tmp = out_dir / ".results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=1, default=_jsonable))
+    tmp.replace(out_dir / "results.json")
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+    print(f"{results['setting']}: NFE {results['nfe']} ({steps} steps, final step {results['final_step']}); "
+          f"{shown}; wrote {out_dir}")
+    return results
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return str(v)
+
+
+def _log_extras(loggers, results: dict, out_dir: Path) -> None:
+    """W&B: the per-step trace as a table and line plots, and the sample plots as images."""
+    for logger in loggers:
+        if "Wandb" not in type(logger).__name__:
+            continue
+        import wandb
+
+        run = logger.experiment
+        trace = results["trace"]
+        if trace:
+            columns = sorted({k for t in trace for k in t})
+            table = wandb.Table(columns=columns, data=[[t.get(c) for c in columns] for t in trace])
+            run.log({"trace": table})
+            for key in ("gamma", "lipschitz_mean"):
+                if key in columns:
+                    run.log({f"{key}_per_step": wandb.plot.line(table, "step", key, title=f"{key} per step")})
+        for name in ("scatter", "gamma", "lipschitz"):
+            path = out_dir / f"{name}.png"
+            if path.exists():
+                from PIL import Image
+                import numpy as np
+
+                run.log({name: wandb.Image(np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8))})
+        run.summary.update({f"final/{k}": v for k, v in results["metrics"].items()})
+        run.summary.update({"nfe": results["nfe"], "num_steps": results["num_steps"]})
+
+
+def main() -> int:
+    """Entry point: one-line errors for config mistakes, then the Hydra app."""
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    load_dotenv(Path.cwd() / ".env")
+    conf_dir = os.environ.get("STEINDIFF_CONF", str(CONF_DIR))
+
+    @hydra.main(config_path=conf_dir, config_name="sample", version_base="1.3")
+    def app(cfg) -> None:
+        try:
+            run(cfg)
+        except (ConfigError, ValueError, HydraException, FileNotFoundError) as err:
+            message = " ".join(str(err).split()).split(", set env var HYDRA_FULL_ERROR")[0]
+            print(f"steindiff-sample: error: {message}", file=sys.stderr)
+            sys.exit(_FIRST_MISTAKE)
+
+    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
+    if not multirun and not any(a.startswith("-") for a in sys.argv[1:]):
+        # compose once up front, so a bad override is one line, not a Hydra traceback
+        from hydra import compose, initialize_config_dir
+
+        try:
+            with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+                cfg = compose(config_name="sample", overrides=sys.argv[1:], return_hydra_config=False)
+            validate(cfg)
+        except (HydraException, OmegaConfBaseException, ConfigError, ValueError) as err:
+            message = " ".join(str(err).split()).split(" Config search path")[0]
+            print(f"steindiff-sample: error: {message}", file=sys.stderr)
+            return _FIRST_MISTAKE
+    app()
     return 0
 
 

@@ -1,0 +1,115 @@
+"""Checks on a composed steindiff-sample config: every mistake is one line naming the key,
+the value given and what is accepted. Also the run's setting label and .env reading."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _int_at_least(cfg, key: str, low: int, allow_none: bool = False) -> None:
+    value = cfg.get(key)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        accepted = f"an integer >= {low}" + (" or null" if allow_none else "")
+        raise ConfigError(f"{key}={value!r} is not accepted: expected {accepted}")
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line) on the first invalid value of a composed config."""
+    from steindiff.core import FINAL_STEP_POLICIES, PROCESSES, SCHEDULES, parse_seeds
+
+    _int_at_least(cfg, "nfe", 1, allow_none=True)
+    _int_at_least(cfg, "steps", 1, allow_none=True)
+    if cfg.get("nfe") is None and cfg.get("steps") is None:
+        raise ConfigError("give either nfe (an NFE budget) or steps (a number of steps)")
+    _int_at_least(cfg, "num_samples", 1)
+    _int_at_least(cfg, "seed_set", 0)
+    _int_at_least(cfg, "batch_size", 1)
+    if cfg.get("dtype") not in DTYPES:
+        raise ConfigError(f"dtype={cfg.get('dtype')!r} is not accepted: expected one of {', '.join(DTYPES)}")
+    if cfg.get("process") not in PROCESSES:
+        raise ConfigError(f"process={cfg.get('process')!r} is not accepted: expected one of {', '.join(PROCESSES)}")
+    if cfg.get("seeds") is not None:
+        try:
+            parse_seeds(str(cfg.seeds))
+        except ValueError as err:
+            raise ConfigError(f"seeds={cfg.seeds!r}: {err}") from None
+    schedule = cfg.schedule
+    if schedule.get("schedule") not in SCHEDULES:
+        raise ConfigError(f"schedule.schedule={schedule.get('schedule')!r} is not accepted: "
+                          f"expected one of {', '.join(SCHEDULES)}")
+    if schedule.get("final_step") not in FINAL_STEP_POLICIES:
+        raise ConfigError(f"schedule.final_step={schedule.get('final_step')!r} is not accepted: "
+                          f"expected one of {', '.join(FINAL_STEP_POLICIES)}")
+    lo, hi = schedule.get("sigma_min", 0.002), schedule.get("sigma_max", 80.0)
+    if not (isinstance(lo, int | float) and isinstance(hi, int | float) and 0 < lo < hi):
+        raise ConfigError(f"schedule.sigma_min={lo!r}, schedule.sigma_max={hi!r}: expected 0 < sigma_min < sigma_max")
+    devices = cfg.trainer.get("devices")
+    if isinstance(devices, int) and devices < 1:
+        raise ConfigError(f"trainer.devices={devices!r} is not accepted: expected an integer >= 1")
+    # constructors of the cheap objects check their own options (one-line ValueErrors)
+    from hydra.utils import instantiate
+
+    for group in ("solver", "corrector"):
+        if cfg.get(group):
+            try:
+                instantiate(cfg[group])
+            except Exception as err:  # hydra wraps the constructor's error
+                cause = err.__cause__ or err
+                raise ConfigError(f"{group}: {' '.join(str(cause).split())}") from None
+    _check_multirun_ddp(cfg)
+
+
+def _check_multirun_ddp(cfg) -> None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        mode = HydraConfig.get().mode
+    except Exception:  # not inside a Hydra run (compose API)
+        return
+    devices = cfg.trainer.get("devices")
+    if mode == RunMode.MULTIRUN and "ddp" in str(cfg.trainer.get("strategy")) and devices not in (1, None):
+        raise ConfigError("trainer=ddp inside a multirun (-m) is not supported (Lightning's ddp re-runs the "
+                          "whole sweep); run each DDP job as a single run")
+
+
+def label_setting(cfg, hc=None) -> str:
+    """'<solver> / <corrector>(overridden corrector keys)' for tables and dashboards."""
+    solver = corrector = None
+    overrides: list[str] = []
+    if hc is not None:
+        solver = hc.runtime.choices.get("solver")
+        corrector = hc.runtime.choices.get("corrector")
+        overrides = list(hc.overrides.task)
+    solver = solver or "solver"
+    corrector = corrector if cfg.get("corrector") else "none"
+    keys = sorted(o.split("=", 1)[0].split(".", 1)[1] + "=" + o.split("=", 1)[1]
+                  for o in overrides if o.startswith("corrector.") and "=" in o)
+    extra = [o for o in overrides if o.startswith("solver.") and "=" in o]
+    label = solver + (f"({', '.join(e.split('.', 1)[1] for e in extra)})" if extra else "")
+    return f"{label} / {corrector}" + (f"({', '.join(keys)})" if keys else "")
+
+
+def load_dotenv(path: Path) -> None:
+    """Read KEY=VALUE lines of a .env file into os.environ (existing variables win)."""
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key, value = key.strip().removeprefix("export "), value.strip().strip("'\"")
+        if key and value:
+            os.environ.setdefault(key, value)

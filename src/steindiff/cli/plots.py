@@ -1,0 +1,76 @@
+"""Plots of a run: samples over the data, gamma and the Lipschitz estimate per step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def scatter_plot(path: Path, samples: np.ndarray, data, title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if data is not None:
+        import torch
+
+        ref = data.sample(len(samples), generator=torch.Generator().manual_seed(0)).numpy()
+        ax.scatter(ref[:, 0], ref[:, 1], s=1, c="0.75", label="data")
+        lim = float(np.abs(ref).max()) * 1.3
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    finite = np.isfinite(samples).all(axis=1)
+    ax.scatter(samples[finite, 0], samples[finite, 1], s=1, c="C3", label="samples")
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, markerscale=5, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def trace_plot(path: Path, trace: list[dict], key: str, title: str, reference: float | None = 1.0) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sigma = [t["sigma"] for t in trace]
+    ax.plot(sigma, [t.get(key, np.nan) for t in trace], marker="o", ms=3, label=key)
+    if key == "gamma" and all("inv_one_minus_r" in t for t in trace):
+        ax.plot(sigma, [t["inv_one_minus_r"] for t in trace], ls=":", c="0.4", label="1/(1-r)")
+    if reference is not None:
+        ax.axhline(reference, color="0.5", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("sigma at step start")
+    ax.set_ylabel(key)
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def lipschitz_plot(path: Path, trace: list[dict], title: str) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    sigma = [t["sigma"] for t in trace]
+    ax.plot(sigma, [t["lipschitz_mean"] for t in trace], marker="o", ms=3, label="mean over samples")
+    ax.plot(sigma, [t["lipschitz_max"] for t in trace], marker="^", ms=3, label="max over samples")
+    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("sigma at step start")
+    ax.set_ylabel("local Lipschitz constant of T")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
