@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,9 +79,9 @@ def test_default_run_writes_everything(tmp_path):
             "diagnostics.lipschitz=true", "hydra.run.dir=run")
     out = tmp_path / "run"
     results = json.loads((out / "results.json").read_text())
-    assert results["complete"] and results["nfe"] == results["expected_nfe"] == 7
+    assert results["complete"] and results["nfe"] == results["expected_nfe"] == 8
     assert set(results["metrics"]) >= {"energy_distance", "nll"}
-    assert len(results["trace"]) == 4 and all("gamma" in t and "lipschitz_mean" in t for t in results["trace"])
+    assert len(results["trace"]) == 8 and all("gamma" in t and "lipschitz_mean" in t for t in results["trace"])
     for name in ("scatter.png", "gamma.png", "lipschitz.png", "config.yaml", "csv/metrics.csv"):
         assert (out / name).exists(), name
     seeds, samples = load_samples(out)

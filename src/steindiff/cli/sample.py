@@ -1,6 +1,6 @@
 """steindiff-sample: the Hydra app that runs one evaluation (or a sweep with -m).
 
-    steindiff-sample                                   # embedded default: ring2d, Heun, NFE 8
+    steindiff-sample                                   # embedded default: ring2d, DPM-Solver++(2M), NFE 8
     steindiff-sample solver=dpmpp_2m nfe=6 corrector=stein corrector.target=state
     steindiff-sample experiment=ring2d_stein trainer=ddp trainer.devices=2
     steindiff-sample -m solver=euler,heun nfe=4,8 corrector=none,stein   # then steindiff-report
@@ -166,8 +166,8 @@ def _log_extras(loggers, results: dict, out_dir: Path) -> None:
         for name in ("scatter", "gamma", "lipschitz"):
             path = out_dir / f"{name}.png"
             if path.exists():
-                from PIL import Image
                 import numpy as np
+                from PIL import Image
 
                 run.log({name: wandb.Image(np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8))})
         run.summary.update({f"final/{k}": v for k, v in results["metrics"].items()})
