@@ -148,3 +148,10 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     found = sorted((tmp_path / "sweep").rglob("results.json"))
     assert len(found) == 2
     assert {json.loads(p.read_text())["solver"] for p in found} == {"euler", "heun"}
+
+
+def test_typed_schema_refuses_wrong_types(tmp_path):
+    proc = run_app(tmp_path, "nfe=abc", check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1
+    assert "nfe=abc" in lines[0] and "Integer" in lines[0]

@@ -4,9 +4,51 @@ the value given and what is accepted. Also the run's setting label and .env read
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+
+@dataclass
+class DiagnosticsConfig:
+    lipschitz: bool = False
+    lipschitz_iters: int = 8
+
+
+@dataclass
+class SampleConfig:
+    """Schema of conf/sample.yaml: OmegaConf checks the types (nfe=abc is refused), ``validate`` the
+    ranges and names. The config groups stay free-form (each is checked by its constructor)."""
+
+    denoiser: Any = None
+    schedule: Any = None
+    solver: Any = None
+    corrector: Any = None
+    metrics: Any = None
+    logger: Any = None
+    trainer: Any = None
+    nfe: int | None = 8
+    steps: int | None = None
+    process: str = "ve"
+    num_samples: int = 1000
+    seed_set: int = 0
+    seeds: str | None = None
+    batch_size: int = 500
+    dtype: str = "float32"
+    shape: list[int] | None = None
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    plots: bool = True
+
+
+def register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="sample_schema", node=SampleConfig)
+
+
+register_schema()
 
 DTYPES = ("float32", "float64")
 

@@ -174,6 +174,16 @@ def _log_extras(loggers, results: dict, out_dir: Path) -> None:
         run.summary.update({"nfe": results["nfe"], "num_steps": results["num_steps"]})
 
 
+def _one_line(err: BaseException) -> str:
+    """The error and its cause, on one line, without Hydra's search-path and object-type tails."""
+    message = " ".join(str(err).split()).split(" Config search path")[0]
+    cause = err.__cause__
+    if cause is not None and str(cause):
+        reason = " ".join(str(cause).split()).split(" full_key:")[0]
+        message = f"{message}: {reason}"
+    return message
+
+
 def main() -> int:
     """Entry point: one-line errors for config mistakes, then the Hydra app."""
     import hydra
@@ -202,8 +212,7 @@ def main() -> int:
                 cfg = compose(config_name="sample", overrides=sys.argv[1:], return_hydra_config=False)
             validate(cfg)
         except (HydraException, OmegaConfBaseException, ConfigError, ValueError) as err:
-            message = " ".join(str(err).split()).split(" Config search path")[0]
-            print(f"steindiff-sample: error: {message}", file=sys.stderr)
+            print(f"steindiff-sample: error: {_one_line(err)}", file=sys.stderr)
             return _FIRST_MISTAKE
     app()
     return 0

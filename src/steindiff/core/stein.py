@@ -206,7 +206,7 @@ class SteinCorrector(Corrector):
     def _subset_rows(self, x: Tensor, context: StepContext) -> Tensor:
         if self.statistics == "batch":
             return torch.arange(min(self.subset, len(x)), device=x.device)
-        groups = self._groups(context)
+        groups = self._groups(context).to(x.device)
         keep = []
         for g in torch.unique(groups).tolist():
             keep.append(torch.nonzero(groups == g).flatten()[: self.subset])
@@ -237,7 +237,7 @@ class SteinCorrector(Corrector):
             groups = torch.zeros(len(x), dtype=torch.int64, device=x.device)
             stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups)
             return stats["gamma"][0].expand(batch).clone(), stats
-        all_groups = self._groups(context)  # (batch,)
+        all_groups = self._groups(context).to(x.device)  # (batch,)
         groups = all_groups if rows is None else all_groups[rows]
         stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups)
         used = torch.unique(groups)
