@@ -18,6 +18,11 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class DebugConfig:
+    throttle_s: float = 0.0  # sleep after each batch (tests use it to interrupt runs mid-way)
+
+
+@dataclass
 class SampleConfig:
     """Schema of conf/sample.yaml: OmegaConf checks the types (nfe=abc is refused), ``validate`` the
     ranges and names. The config groups stay free-form (each is checked by its constructor)."""
@@ -40,6 +45,7 @@ class SampleConfig:
     shape: list[int] | None = None
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     plots: bool = True
+    debug: DebugConfig = field(default_factory=DebugConfig)
 
 
 def register_schema() -> None:
@@ -155,3 +161,53 @@ def load_dotenv(path: Path) -> None:
         key, value = key.strip().removeprefix("export "), value.strip().strip("'\"")
         if key and value:
             os.environ.setdefault(key, value)
+
+
+#: keys that do not change what a run computes: a run folder may be resumed with them changed
+RESUMABLE_KEYS = ("logger", "trainer", "plots", "debug")
+
+
+def _flatten(d, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_run_folder(cfg, out_dir: Path, seeds: list[int]) -> None:
+    """Refuse a folder that holds samples of another configuration; record this one.
+
+    The record (``.steindiff/run.json``: the resolved config and the requested seeds) is written before
+    any sample, and ``results.json`` of an earlier attempt is removed, so an interrupted run never
+    leaves a results file behind.
+    """
+    import json
+
+    from omegaconf import OmegaConf
+
+    container = OmegaConf.to_container(cfg, resolve=False)
+    current = {k: v for k, v in _flatten(container).items() if k.split(".", 1)[0] not in RESUMABLE_KEYS}
+    record_path = out_dir / ".steindiff" / "run.json"
+    rank = os.environ.get("LOCAL_RANK", "0")
+    if record_path.exists():
+        saved = json.loads(record_path.read_text())["config"]
+        differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if differing:
+            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {current.get(k)!r})" for k in differing[:6])
+            raise ConfigError(f"{out_dir} holds a run with another configuration: {shown}"
+                              + (f" and {len(differing) - 6} more" if len(differing) > 6 else "")
+                              + "; use a new folder (hydra.run.dir=...)")
+    elif (out_dir / "samples").exists() and any((out_dir / "samples").glob("seeds-*.npz")):
+        raise ConfigError(f"{out_dir} holds samples but no run record (.steindiff/run.json); refusing to mix")
+    if rank == "0":
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record_path.with_name(".run.json.tmp")
+        tmp.write_text(json.dumps({"config": current, "seeds": seeds}, default=str))
+        tmp.replace(record_path)
+        results = out_dir / "results.json"
+        if results.exists():
+            results.unlink()

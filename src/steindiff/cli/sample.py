@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from steindiff.cli.config import CONF_DIR, ConfigError, label_setting, load_dotenv, validate
+from steindiff.cli.config import CONF_DIR, ConfigError, check_run_folder, label_setting, load_dotenv, validate
 
 _FIRST_MISTAKE = 2
 
@@ -54,6 +54,7 @@ def run(cfg) -> dict:
     else:
         seeds = list(range(cfg.seed_set * cfg.num_samples, (cfg.seed_set + 1) * cfg.num_samples))
     shape = tuple(cfg.shape) if cfg.shape is not None else (int(denoiser.dim),)
+    check_run_folder(cfg, out_dir, seeds)
     metrics = None
     if cfg.metrics:
         if not hasattr(denoiser, "with_knobs"):
@@ -66,27 +67,79 @@ def run(cfg) -> dict:
         if "WandbLogger" in logger_cfg["_target_"]:
             logger_cfg["group"] = logger_cfg.get("group") or Path(hc.sweep.dir).name
             logger_cfg["name"] = label_setting(cfg, hc)
-        loggers.append(instantiate(logger_cfg))
+        loggers.append(_start_logger(instantiate, logger_cfg))
+        loggers = [lg for lg in loggers if lg is not None]
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
                          use_distributed_sampler=False, inference_mode=False, enable_checkpointing=False,
                          enable_model_summary=False, default_root_dir=str(out_dir))
+    stop = _StopFlag()
     module = SamplingModule(denoiser, solver, corrector, sigmas, seeds=seeds, shape=shape,
                             batch_size=cfg.batch_size, final_step=final_step, process=process,
-                            dtype=getattr(torch, cfg.dtype), metrics=metrics, out_dir=out_dir)
+                            dtype=getattr(torch, cfg.dtype), metrics=metrics, out_dir=out_dir,
+                            throttle_s=cfg.debug.throttle_s, stop_requested=stop)
     try:
-        trainer.test(module, verbose=False)
+        stop.install()
+        try:
+            trainer.test(module, verbose=False)
+        except SystemExit as err:  # Lightning turns SIGTERM into SIGTERMException(SystemExit) between batches
+            if stop.raised:
+                from steindiff.lightning import RunInterrupted
+
+                raise RunInterrupted("stopped by signal between batches; rerun the same command in the same "
+                                     "folder to resume") from err
+            raise
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads them
         results = {}
         if trainer.global_rank == 0:
             results = _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir)
             _log_extras(loggers, results, out_dir)
     finally:
+        stop.uninstall()
         for logger in loggers:
             if hasattr(logger, "experiment") and "Wandb" in type(logger).__name__:
                 import wandb
 
                 wandb.finish()
     return results
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT set a flag; the module finishes the batch in progress, then stops."""
+
+    def __init__(self):
+        self.raised, self._previous = False, {}
+
+    def __call__(self) -> bool:
+        return self.raised
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def install(self) -> None:
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def _start_logger(instantiate, logger_cfg: dict):
+    """Instantiate a logger; W&B that cannot start leaves the run with files only (said once)."""
+    try:
+        logger = instantiate(logger_cfg)
+        if "Wandb" in type(logger).__name__:
+            _ = logger.experiment  # starts the W&B run now, so a failure is seen here
+        return logger
+    except Exception as err:  # W&B misconfigured or unreachable, a logger package missing
+        print(f"steindiff-sample: warning: logger {logger_cfg['_target_'].rsplit('.', 1)[-1]} unavailable "
+              f"({' '.join(str(err).split())[:200]}); continuing with files only", file=sys.stderr)
+        return None
 
 
 def _trace_summary(traces: list[dict]) -> list[dict]:
@@ -103,7 +156,7 @@ def _trace_summary(traces: list[dict]) -> list[dict]:
 def _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir: Path) -> dict:
     from omegaconf import OmegaConf
 
-    from steindiff.lightning import load_samples
+    from steindiff.lightning import load_samples, verify_run
 
     metrics = getattr(module, "computed_metrics", {})
     trace = _trace_summary(module.traces)
@@ -119,8 +172,10 @@ def _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir: 
         "solver_repr": repr(solver), "corrector_repr": repr(corrector),
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+    check = verify_run(out_dir, seeds)
     found, samples = load_samples(out_dir)
-    results["complete"] = bool(len(found) == len(seeds) and set(found.tolist()) == set(seeds))
+    results["complete"] = check["complete"]
+    results["resumed_batches"] = module.resumed_batches
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.plots:
         from steindiff.cli.plots import lipschitz_plot, scatter_plot, trace_plot
@@ -195,8 +250,13 @@ def main() -> int:
 
     @hydra.main(config_path=conf_dir, config_name="sample", version_base="1.3")
     def app(cfg) -> None:
+        from steindiff.lightning import RunInterrupted
+
         try:
             run(cfg)
+        except RunInterrupted as err:
+            print(f"steindiff-sample: interrupted: {err}", file=sys.stderr)
+            sys.exit(3)
         except (ConfigError, ValueError, HydraException, FileNotFoundError) as err:
             message = " ".join(str(err).split()).split(", set env var HYDRA_FULL_ERROR")[0]
             print(f"steindiff-sample: error: {message}", file=sys.stderr)

@@ -7,6 +7,11 @@ distinct samples whatever the world size (the trainer must use ``use_distributed
 Lightning's default sampler pads with duplicates). Each batch is written as an npz shard
 (seeds, samples) under ``<out_dir>/samples/``; metrics are torchmetrics objects updated in the
 steps and computed on every rank.
+
+Resume: a batch whose shard is already on disk (and passes its checksum) is loaded instead of sampled,
+and still updates the metrics, so a resumed run ends with the same samples and metrics as an
+uninterrupted one. ``stop_requested`` (set by the app's SIGTERM/SIGINT handler) is checked between
+batches: the batch in progress is finished and written, then the run stops with ``RunInterrupted``.
 """
 
 from __future__ import annotations
@@ -14,14 +19,23 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from steindiff.core.sampling import sample
 
-__all__ = ["SeedBatches", "SamplingModule", "seed_batches", "load_samples"]
+from .shards import ShardError, load_samples, read_shard, shard_path, write_shard
+
+__all__ = ["SeedBatches", "SamplingModule", "seed_batches", "load_samples", "RunInterrupted", "NonFiniteSamples"]
+
+
+class RunInterrupted(RuntimeError):
+    """SIGTERM/SIGINT arrived: the batch in progress was finished and written, the run stops."""
+
+
+class NonFiniteSamples(ValueError):
+    """The denoiser returned NaN or Inf; the batch is not written."""
 
 
 def seed_batches(seeds: list[int], batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
@@ -44,7 +58,8 @@ class SeedBatches(Dataset):
 class SamplingModule(pl.LightningModule):
     def __init__(self, denoiser, solver, corrector, sigmas: torch.Tensor, *, seeds: list[int], shape,
                  batch_size: int, final_step: str, process, dtype: torch.dtype = torch.float32,
-                 metrics=None, out_dir: str | Path = "."):
+                 metrics=None, out_dir: str | Path = ".", require_finite: bool = True, throttle_s: float = 0.0,
+                 stop_requested=None):
         super().__init__()
         self.denoiser = denoiser
         self.solver, self.corrector = solver, corrector
@@ -58,6 +73,9 @@ class SamplingModule(pl.LightningModule):
         self._batches_done = 0
         self._samples_done = 0
         self._t0 = None
+        self.require_finite, self.throttle_s = bool(require_finite), float(throttle_s)
+        self.stop_requested = stop_requested  # callable: True once SIGTERM/SIGINT arrived
+        self.resumed_batches = 0
 
     def test_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -69,28 +87,56 @@ class SamplingModule(pl.LightningModule):
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
 
     def test_step(self, seeds: torch.Tensor, batch_idx: int):
+        if self.stop_requested is not None and self.stop_requested():
+            raise RunInterrupted(f"stopped by signal after {self._samples_done} new samples; "
+                                 "rerun the same command in the same folder to resume")
         seed_list = seeds.tolist()
-        res = sample(self.denoiser, self.sigmas, self.solver, self.corrector, seeds=seed_list, shape=self.shape,
-                     final_step=self.final_step, process=self.process, dtype=self.sample_dtype, device=self.device)
-        self.nfe = res.nfe
-        for t in res.trace:
-            t["batch"] = int(seed_list[0])  # batches are named by their first seed
-        self.traces.extend(res.trace)
-        samples = res.samples.detach()
+        samples, trace = self._done_batch(seed_list)
+        if samples is None:  # not done before: sample and write the shard
+            res = sample(self.denoiser, self.sigmas, self.solver, self.corrector, seeds=seed_list, shape=self.shape,
+                         final_step=self.final_step, process=self.process, dtype=self.sample_dtype,
+                         device=self.device)
+            self.nfe = res.nfe
+            trace = [{**t, "batch": int(seed_list[0])} for t in res.trace]  # batches named by their first seed
+            samples = res.samples.detach()
+            self._check_finite(samples, trace, seed_list)
+            write_shard(self.out_dir, seed_list, samples.cpu().numpy(), trace)
+            self._samples_done += len(seed_list)
+        else:
+            self.resumed_batches += 1
+        self.traces.extend(trace)
         if self.metrics is not None:
             self.metrics.update(samples)
-        self._write_shard(seed_list, samples)
-        self._samples_done += len(seed_list)
         rate = self._samples_done / max(time.perf_counter() - self._t0, 1e-9)
         self.log("samples_per_s", rate, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(seed_list),
                  rank_zero_only=True)
+        if self.throttle_s:
+            time.sleep(self.throttle_s)
         return None
 
-    def _write_shard(self, seeds: list[int], samples: torch.Tensor) -> None:
-        path = self.out_dir / "samples" / f"seeds-{seeds[0]:08d}-{seeds[-1]:08d}.npz"
-        tmp = path.with_name(".tmp-" + path.name)  # written whole, then renamed
-        np.savez(tmp, seeds=np.asarray(seeds, dtype=np.int64), samples=samples.float().cpu().numpy())
-        tmp.replace(path)
+    def _done_batch(self, seeds: list[int]):
+        """Samples and trace of a batch already on disk (resume), or (None, None)."""
+        path = shard_path(self.out_dir, seeds)
+        if not path.exists():
+            return None, None
+        try:
+            found, samples, trace = read_shard(path)
+        except ShardError as err:
+            print(f"steindiff: {err}; sampling these seeds again")
+            return None, None
+        if found.tolist() != seeds:
+            return None, None
+        self.nfe = self.nfe if self.nfe is not None else (trace[-1]["nfe"] if trace else None)
+        return torch.from_numpy(samples).to(device=self.device, dtype=self.sample_dtype), trace
+
+    def _check_finite(self, samples: torch.Tensor, trace: list[dict], seeds: list[int]) -> None:
+        if not self.require_finite or bool(torch.isfinite(samples).all()):
+            return
+        bad = next((t for t in trace if t.get("fallback", 0) > 0), None)
+        where = f" (first non-finite statistics at step {bad['step']}, sigma {bad['sigma']:.4g})" if bad else ""
+        row = int(torch.nonzero(~torch.isfinite(samples).flatten(1).all(1))[0])
+        raise NonFiniteSamples(f"the denoiser produced NaN or Inf for seed {seeds[row]}{where}; "
+                               "nothing was written for this batch")
 
     def on_test_epoch_end(self) -> None:
         if self.metrics is None:
@@ -100,18 +146,3 @@ class SamplingModule(pl.LightningModule):
             self.log(name, float(value), sync_dist=False, rank_zero_only=True)
         self.computed_metrics = {k: float(v) for k, v in values.items()}
         self.metrics.reset()
-
-
-def load_samples(out_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """All shards of a run folder, sorted by seed: (seeds, samples)."""
-    shards = sorted(Path(out_dir, "samples").glob("seeds-*.npz"))
-    if not shards:
-        raise FileNotFoundError(f"no sample shards under {Path(out_dir, 'samples')}")
-    seeds, samples = [], []
-    for shard in shards:
-        with np.load(shard) as f:
-            seeds.append(f["seeds"])
-            samples.append(f["samples"])
-    seeds_all, samples_all = np.concatenate(seeds), np.concatenate(samples)
-    order = np.argsort(seeds_all, kind="stable")
-    return seeds_all[order], samples_all[order]

@@ -1,0 +1,47 @@
+"""Stand-ins that the app tests name through Hydra's _target_ (PYTHONPATH includes the repository)."""
+
+import torch
+from pytorch_lightning.loggers import Logger
+
+from steindiff.core.mixture import GaussianMixture, mixture_preset
+
+
+class NaNBelow(GaussianMixture):
+    """The ring2d mixture, except that it returns NaN for sigma below ``bad_sigma``."""
+
+    bad_sigma = 1.0
+
+    def denoise(self, x, sigma, labels):
+        out = super().denoise(x, sigma, labels)
+        return torch.where((sigma < self.bad_sigma)[:, None], torch.full_like(out, float("nan")), out)
+
+
+def nan_ring(name="ring2d", **knobs):
+    base = mixture_preset(name, **knobs)
+    model = NaNBelow(base.weights, base.means, base.stds)
+    return model
+
+
+class BrokenWandbLogger(Logger):
+    """A W&B logger whose run cannot start (unreachable or misconfigured W&B)."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+
+    @property
+    def experiment(self):
+        raise ConnectionError("W&B is unreachable (simulated)")
+
+    @property
+    def name(self):
+        return "broken"
+
+    @property
+    def version(self):
+        return "0"
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
