@@ -155,3 +155,10 @@ def test_typed_schema_refuses_wrong_types(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1
     assert "nfe=abc" in lines[0] and "Integer" in lines[0]
+
+
+def test_tensorboard_logger_writes_events(tmp_path):
+    pytest.importorskip("tensorboardX")
+    run_app(tmp_path, "num_samples=50", "logger=tensorboard", "hydra.run.dir=tb")
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and b"energy_distance" in events[0].read_bytes()
