@@ -1,6 +1,7 @@
 """torchmetrics metrics of generated samples (DDP-safe: states sync across processes).
 
-``steindiff.metrics.mixture`` scores samples against the exact Gaussian-mixture test-bed.
+``steindiff.metrics.mixture`` scores samples against the exact Gaussian-mixture test-bed;
+``steindiff.metrics.trajectory`` measures discretisation error against a high-accuracy solution.
 """
 
 from steindiff.metrics.mixture import (
@@ -12,6 +13,7 @@ from steindiff.metrics.mixture import (
     mixture_metrics,
     sliced_wasserstein,
 )
+from steindiff.metrics.trajectory import TrajectoryError, reference_solution
 
 __all__ = [
     "EnergyDistance",
@@ -21,4 +23,6 @@ __all__ = [
     "SlicedWasserstein",
     "mixture_metrics",
     "sliced_wasserstein",
+    "TrajectoryError",
+    "reference_solution",
 ]
