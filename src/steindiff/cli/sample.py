@@ -13,7 +13,6 @@ gamma.png, lipschitz.png when recorded), plus the logger's files.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -188,18 +187,13 @@ def _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir: 
         if any("lipschitz_mean" in t for t in trace):
             lipschitz_plot(out_dir / "lipschitz.png", trace, results["setting"])
     tmp = out_dir / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, default=_jsonable))
+    tmp.write_text(json.dumps(results, indent=1, default=str))
     tmp.replace(out_dir / "results.json")
     shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
     print(f"{results['setting']}: NFE {results['nfe']} ({steps} steps, final step {results['final_step']}); "
           f"{shown}; wrote {out_dir}")
     return results
 
-
-def _jsonable(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    return str(v)
 
 
 def _log_extras(loggers, results: dict, out_dir: Path) -> None:

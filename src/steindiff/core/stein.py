@@ -165,9 +165,9 @@ class SteinCorrector(Corrector):
             probes = self._probes(x_rows, sub_context)
             return x_rows, t_rows, *self._estimate(x_rows, t_rows, probes, lambda z: self._target(
                 context.step_fn(z, rows)), context.sigma)
+        t = self._target(out)
         probes = self._probes(x, context)
-        return x, self._target(out), *self._estimate(x, self._target(out), probes,
-                                                     lambda z: self._target(context.step_fn(z)), context.sigma)
+        return x, t, *self._estimate(x, t, probes, lambda z: self._target(context.step_fn(z)), context.sigma)
 
     def _estimate(self, x: Tensor, t: Tensor, probes: Tensor, f, sigma: float) -> tuple[Tensor, Tensor]:
         if self.divergence in ("hutchinson", "rademacher"):

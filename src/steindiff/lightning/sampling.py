@@ -70,7 +70,6 @@ class SamplingModule(pl.LightningModule):
         self.out_dir = Path(out_dir)
         self.traces: list[dict] = []
         self.nfe: int | None = None
-        self._batches_done = 0
         self._samples_done = 0
         self._t0 = None
         self.require_finite, self.throttle_s = bool(require_finite), float(throttle_s)

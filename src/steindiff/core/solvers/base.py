@@ -123,9 +123,13 @@ class Solver:
         """Exact NFE of a run with ``num_steps`` steps and the given final-step policy."""
         raise NotImplementedError
 
-    def lower_order_final_cap(self, state: SolverState) -> int:
-        """Order allowed by ``lower_order_final``: 1 for the last step, 2 for the one before..."""
-        return state.num_steps - state.index
+    def multistep_order(self, state: SolverState, available: int) -> int:
+        """The order of this step: at most ``self.order``, at most the ``available`` model outputs
+        (warm-up), and with ``lower_order_final`` at most the steps left (1 for the last step)."""
+        order = min(self.order, available)
+        if getattr(self, "lower_order_final", False):
+            order = min(order, state.num_steps - state.index)
+        return max(order, 1)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())

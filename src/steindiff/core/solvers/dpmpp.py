@@ -49,16 +49,10 @@ class DPMSolverPP(Solver):
         self.lower_order_final = bool(lower_order_final)
         self.name = f"dpmpp_{self.order}m"
 
-    def step_order(self, state: SolverState, sigma_next: float) -> int:
-        order = min(self.order, 1 + len(state.history))
-        if self.lower_order_final:
-            order = min(order, self.lower_order_final_cap(state))
-        return 1 if sigma_next == 0 else max(order, 1)
-
     def step(self, denoiser, x: Tensor, sigma: float, sigma_next: float, state: SolverState,
              labels: Tensor | None = None) -> StepOutput:
         m0 = evaluate(denoiser, x, sigma, labels)
-        order = self.step_order(state, sigma_next)
+        order = 1 if sigma_next == 0 else self.multistep_order(state, 1 + len(state.history))
         if order == 1:
             d_ext = m0
         else:

@@ -45,9 +45,7 @@ class IPNDMSolver(Solver):
         d = evaluate(denoiser, x, sigma, labels)
         slope = (x - d) / sigma
         slopes = (slope,) + tuple(state.aux.get("slopes", ()))  # most recent first
-        order = min(self.order, len(slopes))
-        if self.lower_order_final:
-            order = max(1, min(order, self.lower_order_final_cap(state)))
+        order = self.multistep_order(state, len(slopes))
         combination = 0.0
         for c, s in zip(ADAMS_BASHFORTH[order], slopes):
             combination = combination + c * s

@@ -76,12 +76,6 @@ class UniPCSolver(Solver):
         self.use_corrector = bool(use_corrector)
         self.lower_order_final = bool(lower_order_final)
 
-    def _step_order(self, state: SolverState) -> int:
-        order = min(self.order, 1 + len(state.history))
-        if self.lower_order_final:
-            order = min(order, self.lower_order_final_cap(state))
-        return max(order, 1)
-
     def _differences(self, m0: Tensor, sigma: float, h: float, history, order: int):
         """r_j and (m_j - m0) / r_j for the order - 1 most recent earlier outputs."""
         lam = -math.log(sigma)
@@ -99,11 +93,11 @@ class UniPCSolver(Solver):
         m0 = evaluate(denoiser, x, sigma, labels)
         if self.use_corrector and "x_prev" in state.aux and sigma_next > 0:
             x = x + self._corrector_increment(m0, state)
+        order = 1 if sigma_next == 0 else self.multistep_order(state, 1 + len(state.history))
         if sigma_next == 0:
             d_ext = m0
             x_next = m0
         else:
-            order = self._step_order(state)
             h = math.log(sigma) - math.log(sigma_next)
             rks, d1s = self._differences(m0, sigma, h, state.history, order)
             rho_p, _, b_h = _unipc_coefficients(h, rks, order, self.variant)
@@ -115,7 +109,7 @@ class UniPCSolver(Solver):
             x_next = transport(x, sigma, sigma_next, d_ext)
         # what the corrector of the next step needs: the predictor's input, order and output
         new_state = state.push(sigma, m0, keep=self.order, x_prev=x, x_pred=x_next,
-                               order_prev=self._step_order(state) if sigma_next > 0 else 1,
+                               order_prev=order,
                                sigma_next_prev=sigma_next)
         # the data prediction reported is relative to the step's input (before UniC), so that
         # x_next = r x_in + (1 - r) D holds for the step as a whole
