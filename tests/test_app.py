@@ -14,7 +14,8 @@ from steindiff.cli.config import CONF_DIR, ConfigError, validate
 from steindiff.lightning import load_samples, seed_batches
 
 GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
-          for g in ("denoiser", "schedule", "solver", "corrector", "metrics", "logger", "trainer", "experiment")}
+          for g in ("denoiser", "schedule", "solver", "corrector", "metrics", "decoder", "logger", "trainer",
+                    "experiment")}
 
 
 def _env(tmp_path):
@@ -39,7 +40,8 @@ def test_every_config_group_option_composes_and_validates(group, option):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="sample", overrides=overrides)
     validate(cfg)
-    if group in ("denoiser", "solver", "corrector") and cfg[group]:
+    # configs with a mandatory path (???) are instantiated with real files in test_loaders.py
+    if group in ("denoiser", "solver", "corrector") and cfg[group] and "???" not in str(cfg[group]):
         assert instantiate(cfg[group]) is not None
 
 

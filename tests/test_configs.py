@@ -12,7 +12,9 @@ from steindiff.core import Corrector, Denoiser, Solver
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CORE_GROUPS = ("solver", "schedule", "denoiser", "corrector")
-FILES = sorted(p for g in CORE_GROUPS for p in CONF.glob(f"{g}/*.yaml") if p.read_text().count("_target_"))
+# configs with a mandatory value (a checkpoint path: ???) are instantiated with real files in test_loaders.py
+FILES = sorted(p for g in CORE_GROUPS for p in CONF.glob(f"{g}/*.yaml")
+               if p.read_text().count("_target_") and "???" not in p.read_text())
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f"{p.parent.name}/{p.stem}" for p in FILES])

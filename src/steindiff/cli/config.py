@@ -32,6 +32,7 @@ class SampleConfig:
     solver: Any = None
     corrector: Any = None
     metrics: Any = None
+    decoder: Any = None
     logger: Any = None
     trainer: Any = None
     nfe: int | None = 8

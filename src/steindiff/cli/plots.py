@@ -1,4 +1,4 @@
-"""Plots of a run: samples over the data, gamma and the Lipschitz estimate per step."""
+"""Plots of a run: samples over the data, image grids, gamma and the Lipschitz estimate per step."""
 
 from __future__ import annotations
 
@@ -71,6 +71,29 @@ def lipschitz_plot(path: Path, trace: list[dict], title: str) -> None:
     ax.set_ylabel("local Lipschitz constant of T")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def image_grid(path: Path, images: np.ndarray, title: str, columns: int | None = None) -> None:
+    """A grid of (N, C, H, W) images in [-1, 1] (C = 1 grey, 3 RGB), saved as PNG."""
+    plt = _plt()
+    images = np.clip((np.asarray(images, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+    images = np.nan_to_num(images, nan=0.0)
+    n, c, h, w = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    canvas = np.ones((rows * (h + 1) + 1, columns * (w + 1) + 1, 3))
+    for i in range(n):
+        r, k = divmod(i, columns)
+        tile = images[i].transpose(1, 2, 0)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = (
+            np.repeat(tile, 3, axis=2) if c == 1 else tile[..., :3])
+    fig, ax = plt.subplots(figsize=(min(12.0, 0.5 + 0.06 * canvas.shape[1]), min(12.0, 0.7 + 0.06 * canvas.shape[0])))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -7,7 +7,8 @@
 
 A run folder holds config.yaml (resolved), samples/ (npz shards with seeds), results.json
 (metrics, measured NFE, sigma grid, per-step trace summary) and plots (scatter.png for 2-D data,
-gamma.png, lipschitz.png when recorded), plus the logger's files.
+samples.png, a grid of the first 64 images, for image data; gamma.png, lipschitz.png when recorded), plus
+the logger's files.
 """
 
 from __future__ import annotations
@@ -43,23 +44,20 @@ def run(cfg) -> dict:
     corrector = instantiate(cfg.corrector) if cfg.corrector else None
     if cfg.diagnostics.lipschitz:
         corrector = ContractivityProbe(corrector, iters=cfg.diagnostics.lipschitz_iters)
-    process = make_process(cfg.process)
+    # a network trained on a process (diffusers' betas) brings it: its prior and time map win over cfg.process
+    process = getattr(denoiser, "process", None) or make_process(cfg.process)
     final_step = cfg.schedule.final_step
     steps = int(cfg.steps) if cfg.steps is not None else num_steps_for_nfe(solver, int(cfg.nfe), final_step)
     sigma_kw = {"process": process} if cfg.schedule.schedule.startswith("time_") else {}
-    sigmas = instantiate(cfg.schedule)(num_steps=steps, **sigma_kw)
+    sigmas = instantiate(cfg.schedule, **_trained_range(cfg.schedule, denoiser))(num_steps=steps, **sigma_kw)
     if cfg.seeds is not None:
         seeds = parse_seeds(str(cfg.seeds))
     else:
         seeds = list(range(cfg.seed_set * cfg.num_samples, (cfg.seed_set + 1) * cfg.num_samples))
-    shape = tuple(cfg.shape) if cfg.shape is not None else (int(denoiser.dim),)
+    shape = _sample_shape(cfg, denoiser)
+    decoder = instantiate(cfg.decoder) if cfg.get("decoder") else None
+    metrics = _metrics(cfg, denoiser, instantiate)  # bad reference files fail here, before the folder is used
     check_run_folder(cfg, out_dir, seeds)
-    metrics = None
-    if cfg.metrics:
-        if not hasattr(denoiser, "with_knobs"):
-            raise ConfigError("metrics=mixture needs a mixture denoiser; use metrics=none for this denoiser")
-        exact = denoiser.with_knobs(temperature=1.0, residual_scale=1.0, sigma_scale=1.0)
-        metrics = instantiate(cfg.metrics, data=exact)
     loggers = []
     if cfg.logger:
         logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
@@ -75,7 +73,7 @@ def run(cfg) -> dict:
     module = SamplingModule(denoiser, solver, corrector, sigmas, seeds=seeds, shape=shape,
                             batch_size=cfg.batch_size, final_step=final_step, process=process,
                             dtype=getattr(torch, cfg.dtype), metrics=metrics, out_dir=out_dir,
-                            throttle_s=cfg.debug.throttle_s, stop_requested=stop)
+                            throttle_s=cfg.debug.throttle_s, stop_requested=stop, decoder=decoder)
     try:
         stop.install()
         try:
@@ -100,6 +98,45 @@ def run(cfg) -> dict:
 
                 wandb.finish()
     return results
+
+
+def _trained_range(schedule_cfg, denoiser) -> dict:
+    """Schedule bounds clipped to the sigma range a learned denoiser was trained on (said once)."""
+    bounds = {}
+    low, high = getattr(denoiser, "sigma_min", None), getattr(denoiser, "sigma_max", None)
+    if low is not None and schedule_cfg.get("sigma_min") is not None and schedule_cfg.sigma_min < low:
+        bounds["sigma_min"] = float(low)
+    if high is not None and schedule_cfg.get("sigma_max") is not None and schedule_cfg.sigma_max > high:
+        bounds["sigma_max"] = float(high)
+    if bounds:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in bounds.items())
+        print(f"steindiff-sample: schedule clipped to the denoiser's trained range: {shown}", file=sys.stderr)
+    return bounds
+
+
+def _sample_shape(cfg, denoiser) -> tuple[int, ...]:
+    """The shape of one sample: ``shape`` in the config, else the denoiser's ``shape`` or ``dim``."""
+    if cfg.shape is not None:
+        return tuple(int(s) for s in cfg.shape)
+    if getattr(denoiser, "shape", None) is not None:
+        return tuple(int(s) for s in denoiser.shape)
+    if getattr(denoiser, "dim", None) is not None:
+        return (int(denoiser.dim),)
+    raise ConfigError(f"shape=null but the denoiser {type(denoiser).__name__} does not say its sample shape: "
+                      "give shape=[C,H,W] (images) or shape=[d]")
+
+
+def _metrics(cfg, denoiser, instantiate):
+    """The metric collection: mixture metrics get the exact (knob-free) mixture, image metrics their config."""
+    if not cfg.metrics:
+        return None
+    if str(cfg.metrics.get("_target_", "")).endswith("mixture_metrics"):
+        if not hasattr(denoiser, "with_knobs"):
+            raise ConfigError("metrics=mixture needs a mixture denoiser; use metrics=none, digits_fid or fid "
+                              "for this denoiser")
+        exact = denoiser.with_knobs(temperature=1.0, residual_scale=1.0, sigma_scale=1.0)
+        return instantiate(cfg.metrics, data=exact)
+    return instantiate(cfg.metrics)
 
 
 class _StopFlag:
@@ -165,7 +202,7 @@ def _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir: 
         "corrector": hc.runtime.choices.get("corrector") if cfg.corrector else "none",
         "nfe_budget": None if cfg.steps is not None else int(cfg.nfe),
         "nfe": module.nfe, "expected_nfe": solver.nfe(steps, cfg.schedule.final_step),
-        "num_steps": steps, "final_step": cfg.schedule.final_step,
+        "num_steps": steps, "final_step": cfg.schedule.final_step, "process": repr(module.process),
         "seed_set": cfg.seed_set, "num_samples": len(seeds), "seeds": f"{seeds[0]}..{seeds[-1]}",
         "metrics": metrics, "sigmas": [float(s) for s in sigmas], "trace": trace,
         "solver_repr": repr(solver), "corrector_repr": repr(corrector),
@@ -179,9 +216,14 @@ def _results(cfg, hc, module, solver, corrector, steps, sigmas, seeds, out_dir: 
     if cfg.plots:
         from steindiff.cli.plots import lipschitz_plot, scatter_plot, trace_plot
 
-        if samples.shape[1] == 2:
+        if samples.ndim == 2 and samples.shape[1] == 2:
             exact = module.metrics["energy_distance"].data if module.metrics is not None else None
             scatter_plot(out_dir / "scatter.png", samples, exact, results["setting"])
+        if samples.ndim == 4 or module.decoder is not None:
+            from steindiff.cli.plots import image_grid
+
+            images = module.decoded(samples[:64])
+            image_grid(out_dir / "samples.png", images, results["setting"])
         if any("gamma" in t for t in trace):
             trace_plot(out_dir / "gamma.png", trace, "gamma", results["setting"])
         if any("lipschitz_mean" in t for t in trace):
@@ -212,7 +254,7 @@ def _log_extras(loggers, results: dict, out_dir: Path) -> None:
             for key in ("gamma", "lipschitz_mean"):
                 if key in columns:
                     run.log({f"{key}_per_step": wandb.plot.line(table, "step", key, title=f"{key} per step")})
-        for name in ("scatter", "gamma", "lipschitz"):
+        for name in ("scatter", "samples", "gamma", "lipschitz"):
             path = out_dir / f"{name}.png"
             if path.exists():
                 import numpy as np
@@ -252,6 +294,8 @@ def main() -> int:
             print(f"steindiff-sample: interrupted: {err}", file=sys.stderr)
             sys.exit(3)
         except (ConfigError, ValueError, HydraException, FileNotFoundError) as err:
+            if isinstance(err, HydraException) and isinstance(err.__cause__, ValueError | FileNotFoundError):
+                err = err.__cause__  # a loader's own one-line message, not Hydra's "Error in call to target"
             message = " ".join(str(err).split()).split(", set env var HYDRA_FULL_ERROR")[0]
             print(f"steindiff-sample: error: {message}", file=sys.stderr)
             sys.exit(_FIRST_MISTAKE)

@@ -6,7 +6,8 @@ and the batches dealt round-robin to ranks (``SeedBatches``): N requested sample
 distinct samples whatever the world size (the trainer must use ``use_distributed_sampler=False``;
 Lightning's default sampler pads with duplicates). Each batch is written as an npz shard
 (seeds, samples) under ``<out_dir>/samples/``; metrics are torchmetrics objects updated in the
-steps and computed on every rank.
+steps and computed on every rank. A ``decoder`` (latent diffusion: a VAE decoder) maps samples to
+pixels before the metrics; shards keep the samples themselves (the latents).
 
 Resume: a batch whose shard is already on disk (and passes its checksum) is loaded instead of sampled,
 and still updates the metrics, so a resumed run ends with the same samples and metrics as an
@@ -59,7 +60,7 @@ class SamplingModule(pl.LightningModule):
     def __init__(self, denoiser, solver, corrector, sigmas: torch.Tensor, *, seeds: list[int], shape,
                  batch_size: int, final_step: str, process, dtype: torch.dtype = torch.float32,
                  metrics=None, out_dir: str | Path = ".", require_finite: bool = True, throttle_s: float = 0.0,
-                 stop_requested=None):
+                 stop_requested=None, decoder=None):
         super().__init__()
         self.denoiser = denoiser
         self.solver, self.corrector = solver, corrector
@@ -75,6 +76,7 @@ class SamplingModule(pl.LightningModule):
         self.require_finite, self.throttle_s = bool(require_finite), float(throttle_s)
         self.stop_requested = stop_requested  # callable: True once SIGTERM/SIGINT arrived
         self.resumed_batches = 0
+        self.decoder = decoder  # latent -> pixel stage before the metrics (shards keep the latents)
 
     def test_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -105,13 +107,23 @@ class SamplingModule(pl.LightningModule):
             self.resumed_batches += 1
         self.traces.extend(trace)
         if self.metrics is not None:
-            self.metrics.update(samples)
+            self.metrics.update(self.decoded(samples))
         rate = self._samples_done / max(time.perf_counter() - self._t0, 1e-9)
         self.log("samples_per_s", rate, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(seed_list),
                  rank_zero_only=True)
         if self.throttle_s:
             time.sleep(self.throttle_s)
         return None
+
+    def decoded(self, samples):
+        """Samples as the metrics see them: through the decoder (latent models), else unchanged."""
+        if self.decoder is None:
+            return samples
+        was_numpy = not isinstance(samples, torch.Tensor)
+        latents = torch.as_tensor(samples, device=self.device)
+        with torch.no_grad():
+            images = self.decoder(latents)
+        return images.cpu().numpy() if was_numpy else images
 
     def _done_batch(self, seeds: list[int]):
         """Samples and trace of a batch already on disk (resume), or (None, None)."""
