@@ -57,3 +57,41 @@ def test_image_metrics_on_mixture_samples_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert "steindiff-sample: error:" in proc.stderr and "expect (N, 1, 8k, 8k) images" in proc.stderr
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_latent_pipeline_with_decoder_end_to_end(tmp_path):
+    """A tiny latent model (diffusers UNet2DModel on 4x8x8 latents) + AutoencoderKL decode stage: the shards
+    keep the latents, the metrics see decoded 3x16x16 images (a TorchScript stand-in feature network)."""
+    diffusers = pytest.importorskip("diffusers")
+    import torch
+
+    from steindiff.metrics.fid import FrechetDistance, feature_extractor, save_reference
+
+    torch.manual_seed(0)
+    root = tmp_path / "ldm"
+    diffusers.UNet2DModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                          norm_num_groups=4, down_block_types=("DownBlock2D",) * 2,
+                          up_block_types=("UpBlock2D",) * 2).save_pretrained(root / "unet")
+    diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(root / "scheduler")
+    diffusers.AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 16),
+                            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                            layers_per_block=1, norm_num_groups=4, sample_size=16,
+                            scaling_factor=0.25).save_pretrained(root / "vae")
+    stand_in = tmp_path / "features.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.Flatten(1, 3))),
+                   str(stand_in))
+    kwargs = {"input_size": [8, 8]}
+    feature = feature_extractor("torchscript", stand_in, **kwargs)
+    metric = FrechetDistance(feature)
+    metric.update(torch.rand(40, 3, 16, 16) * 2 - 1, real=True)
+    reference = save_reference(tmp_path / "ref.npz", metric.statistics("real"))
+    proc = run_app(tmp_path, "denoiser=diffusers_unet", f"denoiser.path={root}", "decoder=autoencoder_kl",
+                   f"decoder.path={root}", "metrics=fid", "metrics.features=torchscript", f"metrics.weights={stand_in}",
+                   f"metrics.reference={reference}", "+metrics.feature_kwargs.input_size=[8,8]", "solver=euler",
+                   "nfe=3", "num_samples=6", "batch_size=6")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert np.isfinite(results["metrics"]["fid"]) and "VPDiscrete" in results["process"]
+    shard = next((tmp_path / "run" / "samples").glob("*.npz"))
+    assert np.load(shard)["samples"].shape == (6, 4, 8, 8)  # latents on disk
+    assert (tmp_path / "run" / "samples.png").is_file()  # decoded images in the grid
