@@ -24,7 +24,7 @@ _EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def _folder_images(folder: Path):
-    """Yield (N, C, H, W) uint8 batches of the images in a folder (sorted, all of one size)."""
+    """Yield (N, C, H, W) uint8 batches of the images in a folder (sorted, all of one size; grey -> C = 1)."""
     import numpy as np
     from PIL import Image
 
@@ -32,8 +32,10 @@ def _folder_images(folder: Path):
     if not files:
         raise ValueError(f"{folder}: no image files ({', '.join(_EXTENSIONS)})")
     for start in range(0, len(files), 100):
-        batch = [np.asarray(Image.open(p).convert("RGB")) for p in files[start:start + 100]]
-        yield torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2)
+        opened = [Image.open(p) for p in files[start:start + 100]]
+        mode = "L" if all(im.mode in ("L", "1") for im in opened) else "RGB"  # grey stays one channel
+        batch = np.stack([np.asarray(im.convert(mode)) for im in opened])
+        yield torch.from_numpy(batch[..., None] if mode == "L" else batch).permute(0, 3, 1, 2)
 
 
 def image_batches(data: str, num: int, size: int, seed: int):

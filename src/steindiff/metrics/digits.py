@@ -4,7 +4,8 @@ The Inception network of FID was trained on ImageNet photographs; for 8x8 handwr
 features mean little. MNIST papers score samples in the penultimate layer of a small classifier
 trained on the data set itself; this is the same for scikit-learn's digits:
 
-- ``DigitsClassifier``: a small CNN on 8x8 digits (16x16 inputs are average-pooled to 8x8 first),
+- ``DigitsClassifier``: a small CNN on 8x8 digits (16x16 inputs are average-pooled to 8x8 first;
+  images are quantised to uint8 first, as stored images are),
   whose 64-d penultimate activations are the features and whose 10 logits give an Inception Score.
 - ``DigitsFeatures`` / ``DigitsLogits``: the committed classifier (``assets/digits_classifier.safetensors``)
   as feature extractors for ``steindiff.metrics.fid`` and torchmetrics (frozen, eval mode).
@@ -30,7 +31,11 @@ DIGITS_CLASSIFIER = Path(__file__).resolve().parents[1] / "assets" / "digits_cla
 
 
 class DigitsClassifier(nn.Module):
-    """(N, 1, H, W) digits in [-1, 1], H = W a multiple of 8 -> (features (N, 64), logits (N, 10))."""
+    """(N, 1, H, W) digits in [-1, 1] or uint8, H = W a multiple of 8 -> (features (N, 64), logits (N, 10)).
+
+    In eval mode images are first quantised to uint8 the EDM way (as the Inception path does), so a
+    generated image and its saved PNG have the same features.
+    """
 
     num_features = 64
 
@@ -50,8 +55,10 @@ class DigitsClassifier(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         if images.ndim != 4 or images.shape[1] != 1 or images.shape[-1] % 8 or images.shape[-2] != images.shape[-1]:
             raise ValueError(f"digits features expect (N, 1, 8k, 8k) images in [-1, 1], got {tuple(images.shape)}")
-        if images.dtype == torch.uint8:  # stored images: 0..255 -> [-1, 1]
-            images = images.float() / 127.5 - 1.0
+        if not self.training:  # evaluation sees images as stored: uint8 the EDM way, back to [-1, 1]
+            from steindiff.metrics.features import quantize_uint8
+
+            images = quantize_uint8(images).float() / 127.5 - 1.0
         factor = images.shape[-1] // 8
         x = nn.functional.avg_pool2d(images.float(), factor) if factor > 1 else images.float()
         features = self.body(x)
