@@ -64,3 +64,16 @@ class DigitsGaussian(Denoiser):
         s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
         var = self.std.to(x.dtype) ** 2
         return self.mu.to(x.dtype) + var / (var + s**2) * (x - self.mu.to(x.dtype))
+
+
+class WrongShapeBelow(GaussianMixture):
+    """The ring2d mixture, except that it drops the last coordinate for sigma below 1 (a broken network)."""
+
+    def forward(self, x, sigma, labels=None):
+        out = super().forward(x, sigma, labels)
+        return out[:, :1] if float(torch.as_tensor(sigma).max()) < 1.0 else out
+
+
+def wrong_shape_ring(name="ring2d", **knobs):
+    base = mixture_preset(name, **knobs)
+    return WrongShapeBelow(base.weights, base.means, base.stds)

@@ -18,7 +18,7 @@ import contextlib
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Denoiser", "CountingDenoiser", "GuidedDenoiser", "as_sigma_batch"]
+__all__ = ["Denoiser", "CountingDenoiser", "DenoiserOutputError", "GuidedDenoiser", "as_sigma_batch"]
 
 
 def as_sigma_batch(sigma, x: Tensor) -> Tensor:
@@ -83,7 +83,16 @@ class CountingDenoiser(nn.Module):
     def forward(self, x: Tensor, sigma, labels: Tensor | None = None) -> Tensor:
         if not getattr(self, "_paused", 0):
             self.calls += 1
-        return self.inner(x, sigma, labels)
+        out = self.inner(x, sigma, labels)
+        if getattr(out, "shape", None) != x.shape:
+            shown = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+            raise DenoiserOutputError(f"the denoiser {type(self.inner).__name__} returned {shown} for input "
+                                      f"{tuple(x.shape)}")
+        return out
+
+
+class DenoiserOutputError(ValueError):
+    """A denoiser returned something of the wrong shape (the sampling loop adds the step and sigma)."""
 
 
 class GuidedDenoiser(Denoiser):

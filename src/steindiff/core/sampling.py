@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from .correctors import Corrector, NoCorrector, StepContext
-from .denoiser import CountingDenoiser
+from .denoiser import CountingDenoiser, DenoiserOutputError
 from .noise import check_seeds, initial_noise
 from .processes import NoiseProcess, VEProcess
 from .schedules import check_sigmas
@@ -79,21 +79,27 @@ def integrate(denoiser, x: Tensor, sigmas: Tensor, solver: Solver, corrector: Co
             rows_labels = None if labels is None else labels[rows]
             return solver.step(counter, x_, _sigma, _sigma_next, _state.select(rows), rows_labels)
 
-        if corrector.requires_grad:
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                output = step_fn(x_in)
-        else:
-            x_in = x
-            output = step_fn(x)
-        context = StepContext(index=i, num_steps=num_steps, sigma=sigma, sigma_next=sigma_next,
-                              alpha=alphas[i], alpha_next=alphas[i + 1], process=process,
-                              step_fn=step_fn, labels=labels, seeds=seed_tensor, counter=counter)
-        x_next, info = corrector.correct(x_in, output, context)
+        try:
+            if corrector.requires_grad:
+                with torch.enable_grad():
+                    x_in = x.detach().requires_grad_(True)
+                    output = step_fn(x_in)
+            else:
+                x_in = x
+                output = step_fn(x)
+            context = StepContext(index=i, num_steps=num_steps, sigma=sigma, sigma_next=sigma_next,
+                                  alpha=alphas[i], alpha_next=alphas[i + 1], process=process,
+                                  step_fn=step_fn, labels=labels, seeds=seed_tensor, counter=counter)
+            x_next, info = corrector.correct(x_in, output, context)
+        except DenoiserOutputError as err:
+            raise DenoiserOutputError(f"{err} at step {i} (sigma {sigma:.4g})") from None
         x = x_next.detach()
         state = output.state.detach() if corrector.requires_grad else output.state
-        trace.append({"batch": batch_index, "step": i, "sigma": sigma, "sigma_next": sigma_next,
-                      "nfe": counter.calls, **info})
+        entry = {"batch": batch_index, "step": i, "sigma": sigma, "sigma_next": sigma_next, "nfe": counter.calls,
+                 **info}
+        if not bool(torch.isfinite(x).all()):
+            entry["nonfinite"] = 1  # the step where NaN/Inf appeared is reported by the callers
+        trace.append(entry)
     if final_step == "denoise":
         with torch.no_grad():
             x = counter(x, torch.full((x.shape[0],), grid[-1], dtype=x.dtype, device=x.device), labels)

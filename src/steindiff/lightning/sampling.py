@@ -143,8 +143,8 @@ class SamplingModule(pl.LightningModule):
     def _check_finite(self, samples: torch.Tensor, trace: list[dict], seeds: list[int]) -> None:
         if not self.require_finite or bool(torch.isfinite(samples).all()):
             return
-        bad = next((t for t in trace if t.get("fallback", 0) > 0), None)
-        where = f" (first non-finite statistics at step {bad['step']}, sigma {bad['sigma']:.4g})" if bad else ""
+        bad = next((t for t in trace if t.get("nonfinite")), None)
+        where = f" (first at step {bad['step']}, sigma {bad['sigma']:.4g})" if bad else ""
         row = int(torch.nonzero(~torch.isfinite(samples).flatten(1).all(1))[0])
         raise NonFiniteSamples(f"the denoiser produced NaN or Inf for seed {seeds[row]}{where}; "
                                "nothing was written for this batch")
