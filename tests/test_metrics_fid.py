@@ -3,17 +3,10 @@ the offline Inception path (a handful of images), user feature networks, the dig
 
 from __future__ import annotations
 
-import os
-import socket
-import time
-from datetime import timedelta
-
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from steindiff.datasets import digits_images, image_patches
@@ -37,6 +30,7 @@ from steindiff.metrics.fid import (
     save_reference,
 )
 from steindiff.models.errors import CheckpointError
+from tests.ddp_helpers import run_ddp
 
 
 # ---- preprocessing ---------------------------------------------------------------------------
@@ -343,39 +337,14 @@ def _ddp_values(parts) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.compute().items()}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=60))
-    try:
-        test = digits_images("test")  # 297 images: the ranks hold unequal shares
-        values = _ddp_values([test[rank::world]])
-        torch.save(values, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    test = digits_images("test")  # 297 images: the ranks hold unequal shares
+    torch.save(_ddp_values([test[rank::world]]), f"{out}.{rank}")
 
 
 def test_ddp_two_processes_equal_one(tmp_path):
     out = tmp_path / "values"
-    ctx = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 150
-    try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail("DDP workers did not finish within 150 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+    run_ddp(_ddp_worker, str(out))
     expected = _ddp_values([digits_images("test")])
     for rank in range(2):  # compute() on every rank gives the single-process numbers
         values = torch.load(f"{out}.{rank}")

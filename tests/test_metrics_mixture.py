@@ -1,15 +1,9 @@
 """Mixture metrics (steindiff.metrics.mixture): values, batching invariance and DDP equivalence."""
 
 import math
-import os
-import socket
-import time
-from datetime import timedelta
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from steindiff.core.diagnostics import energy_distance
 from steindiff.core.mixture import mixture_preset
@@ -22,6 +16,7 @@ from steindiff.metrics import (
     mixture_metrics,
     sliced_wasserstein,
 )
+from tests.ddp_helpers import run_ddp
 
 NAMES = {"energy_distance", "sliced_w2", "nll", "mode_tv", "off_manifold"}
 SMALL = {"num_reference": 800, "num_projections": 32}
@@ -167,42 +162,18 @@ def _all_values(data, parts) -> dict[str, float]:
     return values
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=60))
-    try:
-        data, x = _ddp_inputs()
-        results = {"split": _all_values(data, [x[rank::world]]),
-                   # rank 1 gets no samples at all: syncing must still work
-                   "one_rank": _all_values(data, [x] if rank == 0 else [])}
-        if rank == 0:
-            torch.save(results, out)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ddp_worker(rank: int, world: int, out: str) -> None:
+    data, x = _ddp_inputs()
+    results = {"split": _all_values(data, [x[rank::world]]),
+               # rank 1 gets no samples at all: syncing must still work
+               "one_rank": _all_values(data, [x] if rank == 0 else [])}
+    if rank == 0:
+        torch.save(results, out)
 
 
 def test_ddp_equals_single_process(tmp_path):
     out = tmp_path / "rank0.pt"
-    ctx = mp.start_processes(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 150
-    try:
-        while not ctx.join(timeout=1):
-            if time.monotonic() > deadline:
-                pytest.fail("DDP workers did not finish within 150 s")
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+    run_ddp(_ddp_worker, str(out))
     results = torch.load(out)
     data, x = _ddp_inputs()
     expected = _all_values(data, [x])
