@@ -64,7 +64,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _int_at_least(cfg, key: str, low: int, allow_none: bool = False) -> None:
+def int_at_least(cfg, key: str, low: int, allow_none: bool = False) -> None:
     value = cfg.get(key)
     if value is None and allow_none:
         return
@@ -77,13 +77,13 @@ def validate(cfg) -> None:
     """Raise ConfigError (one line) on the first invalid value of a composed config."""
     from steindiff.core import FINAL_STEP_POLICIES, PROCESSES, SCHEDULES, parse_seeds
 
-    _int_at_least(cfg, "nfe", 1, allow_none=True)
-    _int_at_least(cfg, "steps", 1, allow_none=True)
+    int_at_least(cfg, "nfe", 1, allow_none=True)
+    int_at_least(cfg, "steps", 1, allow_none=True)
     if cfg.get("nfe") is None and cfg.get("steps") is None:
         raise ConfigError("give either nfe (an NFE budget) or steps (a number of steps)")
-    _int_at_least(cfg, "num_samples", 1)
-    _int_at_least(cfg, "seed_set", 0)
-    _int_at_least(cfg, "batch_size", 1)
+    int_at_least(cfg, "num_samples", 1)
+    int_at_least(cfg, "seed_set", 0)
+    int_at_least(cfg, "batch_size", 1)
     if cfg.get("dtype") not in DTYPES:
         raise ConfigError(f"dtype={cfg.get('dtype')!r} is not accepted: expected one of {', '.join(DTYPES)}")
     if cfg.get("process") not in PROCESSES:
@@ -212,3 +212,44 @@ def check_run_folder(cfg, out_dir: Path, seeds: list[int]) -> None:
         results = out_dir / "results.json"
         if results.exists():
             results.unlink()
+
+
+def one_line(err: BaseException) -> str:
+    """An error and its cause on one line, without Hydra's search-path, full_key and env-var tails.
+
+    A Hydra "Error in call to target" around a loader's own ValueError is replaced by that error.
+    """
+    from hydra.errors import InstantiationException
+
+    cause = err.__cause__
+    if isinstance(err, InstantiationException) and isinstance(cause, ValueError | FileNotFoundError):
+        err, cause = cause, None
+    message = " ".join(str(err).split()).split(" Config search path")[0]
+    message = message.split(", set env var HYDRA_FULL_ERROR")[0]
+    if cause is not None and str(cause):
+        message = f"{message}: {' '.join(str(cause).split()).split(' full_key:')[0]}"
+    return message
+
+
+def precheck(prog: str, conf_dir: str, config_name: str, check) -> int | None:
+    """Compose the command line once before Hydra runs: a bad override or value is one line and exit 2.
+
+    Returns 2 after printing the error, or None when the config is fine (or multirun/flags are used).
+    """
+    import sys
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    argv = sys.argv[1:]
+    if any(a.startswith("-") for a in argv):  # -m, --help, --cfg ...: Hydra's own handling
+        return None
+    try:
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=argv, return_hydra_config=False)
+        check(cfg)
+    except (HydraException, OmegaConfBaseException, ConfigError, ValueError) as err:
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return None

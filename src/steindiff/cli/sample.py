@@ -20,7 +20,16 @@ from pathlib import Path
 
 import torch
 
-from steindiff.cli.config import CONF_DIR, ConfigError, check_run_folder, label_setting, load_dotenv, validate
+from steindiff.cli.config import (
+    CONF_DIR,
+    ConfigError,
+    check_run_folder,
+    label_setting,
+    load_dotenv,
+    one_line,
+    precheck,
+    validate,
+)
 
 _FIRST_MISTAKE = 2
 
@@ -265,21 +274,10 @@ def _log_extras(loggers, results: dict, out_dir: Path) -> None:
         run.summary.update({"nfe": results["nfe"], "num_steps": results["num_steps"]})
 
 
-def _one_line(err: BaseException) -> str:
-    """The error and its cause, on one line, without Hydra's search-path and object-type tails."""
-    message = " ".join(str(err).split()).split(" Config search path")[0]
-    cause = err.__cause__
-    if cause is not None and str(cause):
-        reason = " ".join(str(cause).split()).split(" full_key:")[0]
-        message = f"{message}: {reason}"
-    return message
-
-
 def main() -> int:
     """Entry point: one-line errors for config mistakes, then the Hydra app."""
     import hydra
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     load_dotenv(Path.cwd() / ".env")
     conf_dir = os.environ.get("STEINDIFF_CONF", str(CONF_DIR))
@@ -294,24 +292,12 @@ def main() -> int:
             print(f"steindiff-sample: interrupted: {err}", file=sys.stderr)
             sys.exit(3)
         except (ConfigError, ValueError, HydraException, FileNotFoundError) as err:
-            if isinstance(err, HydraException) and isinstance(err.__cause__, ValueError | FileNotFoundError):
-                err = err.__cause__  # a loader's own one-line message, not Hydra's "Error in call to target"
-            message = " ".join(str(err).split()).split(", set env var HYDRA_FULL_ERROR")[0]
-            print(f"steindiff-sample: error: {message}", file=sys.stderr)
+            print(f"steindiff-sample: error: {one_line(err)}", file=sys.stderr)
             sys.exit(_FIRST_MISTAKE)
 
-    multirun = any(a in ("-m", "--multirun") for a in sys.argv[1:])
-    if not multirun and not any(a.startswith("-") for a in sys.argv[1:]):
-        # compose once up front, so a bad override is one line, not a Hydra traceback
-        from hydra import compose, initialize_config_dir
-
-        try:
-            with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-                cfg = compose(config_name="sample", overrides=sys.argv[1:], return_hydra_config=False)
-            validate(cfg)
-        except (HydraException, OmegaConfBaseException, ConfigError, ValueError) as err:
-            print(f"steindiff-sample: error: {_one_line(err)}", file=sys.stderr)
-            return _FIRST_MISTAKE
+    refused = precheck("steindiff-sample", conf_dir, "sample", validate)
+    if refused is not None:
+        return refused
     app()
     return 0
 

@@ -1,7 +1,11 @@
-"""Lightning modules: sampling/evaluation (``sampling``)."""
+"""Lightning modules: sampling/evaluation (``sampling``), denoiser training (``training``) and the
+DataModules of the data that ships inside packages (``data``)."""
 
+from .data import DigitsDataModule, MixtureDataModule, PatchesDataModule
 from .sampling import NonFiniteSamples, RunInterrupted, SamplingModule, SeedBatches, seed_batches
 from .shards import load_samples, read_shard, verify_run, write_shard
+from .training import EDMTrainingModule, edm_loss
 
 __all__ = ["SamplingModule", "SeedBatches", "load_samples", "seed_batches", "RunInterrupted", "NonFiniteSamples",
-           "read_shard", "verify_run", "write_shard"]
+           "read_shard", "verify_run", "write_shard", "EDMTrainingModule", "edm_loss", "DigitsDataModule",
+           "MixtureDataModule", "PatchesDataModule"]
