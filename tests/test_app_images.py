@@ -95,3 +95,22 @@ def test_latent_pipeline_with_decoder_end_to_end(tmp_path):
     shard = next((tmp_path / "run" / "samples").glob("*.npz"))
     assert np.load(shard)["samples"].shape == (6, 4, 8, 8)  # latents on disk
     assert (tmp_path / "run" / "samples.png").is_file()  # decoded images in the grid
+
+
+def test_learned_digits_experiment_runs(tmp_path):
+    """The README's main job (experiment=digits), smaller: the committed U-Net, Heun, digits metrics."""
+    proc = run_app(tmp_path, "experiment=digits", "nfe=11", "num_samples=40", "metrics.kid_subset_size=20")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["nfe"] == 11 and results["solver"] == "heun" and results["complete"]
+    assert set(results["metrics"]) == {"fid", "kid", "inception_score"}
+    assert (tmp_path / "run" / "samples.png").is_file()
+
+
+def test_learned_mixture_denoiser_with_exact_metrics(tmp_path):
+    proc = run_app(tmp_path, "experiment=ring2d_mlp", "num_samples=100")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["metrics"]["energy_distance"] < 1.0 and (tmp_path / "run" / "scatter.png").is_file()
+    proc = run_app(tmp_path / "run", "denoiser=ring2d_mlp", "num_samples=10")  # no preset: one line
+    assert proc.returncode == 2 and "give metrics.preset=ring2d" in proc.stderr

@@ -140,11 +140,20 @@ def _metrics(cfg, denoiser, instantiate):
     if not cfg.metrics:
         return None
     if str(cfg.metrics.get("_target_", "")).endswith("mixture_metrics"):
-        if not hasattr(denoiser, "with_knobs"):
-            raise ConfigError("metrics=mixture needs a mixture denoiser; use metrics=none, digits_fid or fid "
-                              "for this denoiser")
-        exact = denoiser.with_knobs(temperature=1.0, residual_scale=1.0, sigma_scale=1.0)
-        return instantiate(cfg.metrics, data=exact)
+        from omegaconf import OmegaConf
+
+        from steindiff.core.mixture import mixture_preset
+
+        options = OmegaConf.to_container(cfg.metrics, resolve=True)
+        preset = options.pop("preset", None)
+        if preset is not None:
+            exact = mixture_preset(preset)
+        elif hasattr(denoiser, "with_knobs"):
+            exact = denoiser.with_knobs(temperature=1.0, residual_scale=1.0, sigma_scale=1.0)
+        else:
+            raise ConfigError("metrics=mixture needs the exact mixture: give metrics.preset=ring2d (or aniso32) for "
+                              "a learned mixture denoiser, or use metrics=none, digits_fid or fid")
+        return instantiate(options, data=exact)
     return instantiate(cfg.metrics)
 
 
