@@ -49,6 +49,10 @@ def test_every_config_group_option_composes_and_validates(group, option):
     ("nfe=0", "nfe=0 is not accepted"), ("batch_size=-1", "batch_size=-1"), ("dtype=half", "dtype='half'"),
     ("process=vq", "process='vq'"), ("seeds=9-2", "runs backwards"), ("schedule.final_step=half", "final_step"),
     ("corrector=stein corrector.num_probes=0", "num_probes"), ("solver=dpmpp_2m solver.order=9", "order must be"),
+    ("schedule.sigma_min=-1", "expected 0 < sigma_min < sigma_max"),
+    ("schedule.sigma_min=100", "sigma_min=100, schedule.sigma_max=80.0: expected 0 < sigma_min < sigma_max"),
+    ("corrector=stein corrector.gamma_min=2 corrector.gamma_max=1", r"gamma_min \(2\) must not exceed gamma_max"),
+    ("seeds=1-x", "malformed seed range '1-x'"),
 ])
 def test_bad_values_are_one_line_errors_in_process(override, message):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -59,6 +63,8 @@ def test_bad_values_are_one_line_errors_in_process(override, message):
 
 
 @pytest.mark.parametrize("overrides,message", [(["solver=rk4"], "Could not find 'solver/rk4'"),
+                                               (["schedule=foo"], "Could not find 'schedule/foo'"),
+                                               (["corrector=foo"], "Could not find 'corrector/foo'"),
                                                (["nfee=3"], "Could not override 'nfee'"),
                                                (["nfe=0"], "nfe=0 is not accepted")])
 def test_bad_command_lines_exit_2_with_one_line(tmp_path, overrides, message):
