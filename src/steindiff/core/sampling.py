@@ -70,6 +70,7 @@ def integrate(denoiser, x: Tensor, sigmas: Tensor, solver: Solver, corrector: Co
     state = solver.init_state(num_steps)
     seed_tensor = None if seeds is None else torch.as_tensor(list(seeds), dtype=torch.int64)
     trace: list[dict] = []
+    finite: list[Tensor] = []
     for i in range(num_steps):
         sigma, sigma_next = grid[i], grid[i + 1]
 
@@ -95,11 +96,12 @@ def integrate(denoiser, x: Tensor, sigmas: Tensor, solver: Solver, corrector: Co
             raise DenoiserOutputError(f"{err} at step {i} (sigma {sigma:.4g})") from None
         x = x_next.detach()
         state = output.state.detach() if corrector.requires_grad else output.state
-        entry = {"batch": batch_index, "step": i, "sigma": sigma, "sigma_next": sigma_next, "nfe": counter.calls,
-                 **info}
-        if not bool(torch.isfinite(x).all()):
-            entry["nonfinite"] = 1  # the step where NaN/Inf appeared is reported by the callers
-        trace.append(entry)
+        trace.append({"batch": batch_index, "step": i, "sigma": sigma, "sigma_next": sigma_next,
+                      "nfe": counter.calls, **info})
+        finite.append(torch.isfinite(x).all())  # read once after the loop: no device sync per step
+    for entry, ok in zip(trace, torch.stack(finite).tolist() if finite else []):
+        if not ok:
+            entry["nonfinite"] = 1  # the callers report the first step where NaN/Inf appeared
     if final_step == "denoise":
         with torch.no_grad():
             x = counter(x, torch.full((x.shape[0],), grid[-1], dtype=x.dtype, device=x.device), labels)

@@ -203,9 +203,9 @@ def reference_images(name: str, size: int = 8) -> Tensor:
     return digits_images(name.split("_")[1], size)
 
 
-def _reference_from_data(name: str, size: int, feature: nn.Module) -> ReferenceStats:
+def _reference_stats(images: Tensor, feature: nn.Module) -> ReferenceStats:
     metric = FrechetDistance(feature)
-    for batch in reference_images(name, size).split(500):
+    for batch in images.split(500):
         metric.update(batch, real=True)
     return metric.statistics("real")
 
@@ -231,11 +231,11 @@ def image_metrics(features: str = "inception", weights: str | None = None, refer
         raise ValueError("inception_score=true needs a classifier with logits: only features=digits has one "
                          "(the offline Inception file stops at pool3)")
     feature = feature_extractor(features, weights, **(feature_kwargs or {}))
-    stats = _reference_from_data(reference_data, reference_size, feature) if reference_data else reference
+    real = reference_images(reference_data, reference_size) if reference_data else None  # loaded once
+    stats = _reference_stats(real, feature) if real is not None else reference
     metrics = {"fid": FrechetDistance(feature, stats)}
     if kid:
-        metrics["kid"] = KernelDistance(feature, reference_images(reference_data, reference_size),
-                                        subset_size=kid_subset_size)
+        metrics["kid"] = KernelDistance(feature, real, subset_size=kid_subset_size)
     if inception_score:
         from steindiff.metrics.digits import DigitsLogits
 
