@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from steindiff.core import build_sigmas, make_solver, num_steps_for_nfe, sample
+from steindiff.build import build_run, compose_sample_config
 from steindiff.datasets import digits_images
-from steindiff.models.checkpoint import load_denoiser
+from steindiff.models.checkpoint import read_spec, resolve_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,21 +62,21 @@ def main(argv=None) -> dict:
                         help="'none' to skip")
     args = parser.parse_args(argv)
 
-    denoiser = load_denoiser(args.checkpoint)
-    solver = make_solver(args.solver)
-    steps = num_steps_for_nfe(solver, args.nfe, "zero")
-    sigmas = build_sigmas("edm", steps, "zero")
+    # the app's experiment=digits with this script's options, built as the app builds it
+    run = build_run(compose_sample_config([
+        "experiment=digits", f"denoiser.path={args.checkpoint}", f"solver={args.solver}", f"nfe={args.nfe}",
+        f"num_samples={args.num}", f"batch_size={args.batch_size}", "metrics=none"]))
+    checkpoint, shape, steps = resolve_path(args.checkpoint), run.shape, run.grid.num_steps
     t0 = time.perf_counter()
     with torch.no_grad():
-        result = sample(denoiser, sigmas, solver, seeds=range(args.num), shape=denoiser.shape,
-                        batch_size=args.batch_size)
+        result = run.sample()
     seconds = time.perf_counter() - t0
     samples = result.samples.clamp(-1, 1)
-    size = denoiser.shape[-1]
+    size = shape[-1]
     train, test = digits_images("train", size), digits_images("test", size)
-    out = {"checkpoint": str(denoiser.path), "shape": list(denoiser.shape), "solver": args.solver,
+    out = {"checkpoint": str(checkpoint), "shape": list(shape), "solver": args.solver,
            "nfe": result.nfe, "steps": steps, "num_samples": args.num, "sample_seconds": round(seconds, 1),
-           "training": denoiser.spec.get("training", {})}
+           "training": read_spec(checkpoint).get("training", {})}
     try:
         from steindiff.metrics.digits import digits_fid
     except ImportError:
@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items() if k != "training"}
     print(json.dumps(shown, indent=1))
     if args.png != "none":
-        title = (f"{Path(denoiser.path).name}: {args.solver}, NFE {result.nfe}, seeds 0-99"
+        title = (f"{checkpoint.name}: {args.solver}, NFE {result.nfe}, seeds 0-99"
                  + (f", digits-FID {out['fid_samples_vs_test']:.2f}" if "fid_samples_vs_test" in out else ""))
         save_grid(Path(args.png), samples[:100], title)
     if args.results != "none":
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
         lines = [
             "# Digits denoiser: sample quality", "",
             "`python benchmarks/digits_samples.py` (2 CPU cores).", "",
-            f"- checkpoint: `{Path(denoiser.path).name}`, sample shape {tuple(denoiser.shape)}",
+            f"- checkpoint: `{checkpoint.name}`, sample shape {tuple(shape)}",
             f"- trained by: `{training.get('command', '?')}`, {training.get('steps', '?')} steps, "
             f"{training.get('train_seconds', '?')} s, final EMA validation loss {training.get('final_val_loss')}",
             f"- sampler: {args.solver}, EDM grid, {steps} steps, measured NFE {result.nfe}, "

@@ -3,8 +3,9 @@
 import torch
 from pytorch_lightning.loggers import Logger
 
-from steindiff.core.denoiser import Denoiser
+from steindiff.core.denoiser import Denoiser, DenoiserSpec
 from steindiff.core.mixture import GaussianMixture, mixture_preset
+from steindiff.datasets import digits_images
 
 
 class NaNBelow(GaussianMixture):
@@ -52,13 +53,10 @@ class DigitsGaussian(Denoiser):
     """An exact denoiser for a diagonal Gaussian fitted to the 8x8 digits (an image-shaped stand-in)."""
 
     def __init__(self):
-        super().__init__()
-        from steindiff.datasets import digits_images
-
         images = digits_images("train").double()
+        super().__init__(DenoiserSpec(shape=tuple(images.shape[1:])))
         self.register_buffer("mu", images.mean(0))
         self.register_buffer("std", images.std(0).clamp(min=0.05))
-        self.shape = tuple(images.shape[1:])
 
     def denoise(self, x, sigma, labels):
         s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)

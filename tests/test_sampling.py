@@ -15,7 +15,7 @@ from steindiff.core import (
     parse_seeds,
     sample,
 )
-from steindiff.core.denoiser import CountingDenoiser, Denoiser, GuidedDenoiser
+from steindiff.core.denoiser import CountingDenoiser, Denoiser, DenoiserSpec, GuidedDenoiser
 from steindiff.core.solvers import SOLVERS
 
 
@@ -93,7 +93,8 @@ def test_vp_process_starts_from_its_prior():
 class Conditional(Denoiser):
     """A toy class-conditional denoiser: pulls x toward its class's value."""
 
-    num_classes = 3
+    def __init__(self):
+        super().__init__(DenoiserSpec(shape=(1,), num_classes=3))
 
     def denoise(self, x, sigma, labels):
         target = labels @ torch.arange(3, dtype=x.dtype).unsqueeze(1) if labels is not None else 0.0

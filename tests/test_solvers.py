@@ -1,4 +1,8 @@
-"""The suite every solver passes: shape, dtype, determinism, NFE, the step interface."""
+"""The suite every solver passes: shape, dtype, determinism, NFE, the step interface.
+
+Its list is the registry (``SOLVERS`` and ``VARIANTS``, see tests/solver_specs.py): registering a
+solver puts it through every test here.
+"""
 
 import math
 
@@ -8,11 +12,11 @@ import torch
 from steindiff.core.correctors import Corrector
 from steindiff.core.sampling import integrate, sample
 from steindiff.core.schedules import build_sigmas
-from steindiff.core.solvers import SOLVERS, make_solver, transport
+from steindiff.core.solvers import SOLVERS, VARIANTS, Solver, StepOutput, make_solver, transport
 
-from .solver_specs import DEFAULT_SPECS
+from .solver_specs import DEFAULT_SPECS, SOLVER_SPECS, behaviour_specs, convergence_specs, spec_id
 
-IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}" if o else n for n, o in DEFAULT_SPECS]
+IDS = [spec_id(n, o) for n, o in DEFAULT_SPECS]
 
 
 class Spy(Corrector):
@@ -49,7 +53,7 @@ def test_deterministic(solver, gaussian):
 
 
 @pytest.mark.parametrize("final_step", ["zero", "sigma_min", "denoise"])
-@pytest.mark.parametrize("num_steps", [1, 2, 3, 5, 10])
+@pytest.mark.parametrize("num_steps", [1, 2, 3, 4, 5, 6, 10])
 def test_measured_nfe_matches_docstring(solver, gaussian, final_step, num_steps):
     sigmas = build_sigmas("edm", num_steps, final_step)
     res = sample(gaussian, sigmas, solver, seeds=[0, 1], shape=(4,), final_step=final_step)
@@ -85,6 +89,47 @@ def test_step_is_pure(solver, gaussian):
     assert torch.equal(ctx.step_fn(x).x_next, out.x_next)
 
 
+def _snapshot(value):
+    """A deep copy of a state's contents (tensors cloned) for comparison."""
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (tuple, list)):
+        return tuple(_snapshot(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _snapshot(v) for k, v in value.items()}
+    return value
+
+
+def _assert_same(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, tuple):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            _assert_same(u, v)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_same(a[k], b[k])
+    else:
+        assert a == b
+
+
+def test_step_leaves_its_input_state_untouched(solver, gaussian):
+    """A step never mutates the state it is given (history, aux tensors included)."""
+    sigmas = build_sigmas("edm", 6, "sigma_min").tolist()
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 80
+    state = solver.init_state(6)
+    for i in range(3):
+        out = solver.step(gaussian, x, sigmas[i], sigmas[i + 1], state)
+        x, state = out.x_next, out.state
+    before = _snapshot((state.index, state.num_steps, state.history, state.aux))
+    first = solver.step(gaussian, x, sigmas[3], sigmas[4], state)
+    solver.step(gaussian, x + 1.0, sigmas[3], sigmas[4], state)
+    _assert_same(_snapshot((state.index, state.num_steps, state.history, state.aux)), before)
+    assert first.state is not state and first.state.index == state.index + 1
+
+
 def test_batch_size_does_not_change_samples(solver, gaussian):
     sigmas = build_sigmas("edm", 5, "zero")
     seeds = list(range(64))
@@ -103,6 +148,42 @@ def test_trace_records_every_step(solver, gaussian):
     assert all(t["spy"] == 1.0 for t in res.trace)
     nfes = [t["nfe"] for t in first]
     assert nfes == sorted(nfes) and nfes[-1] == res.nfe
+
+
+# ---- the suite's list is the registry --------------------------------------------------------
+
+def test_every_registered_solver_is_in_the_suite():
+    assert {name for name, _ in DEFAULT_SPECS} == set(SOLVERS)
+    assert {name for _, name, _, _ in SOLVER_SPECS} == set(SOLVERS)
+    assert set(VARIANTS) <= set(SOLVERS), "VARIANTS names a solver that is not registered"
+    for name in SOLVERS:
+        for options in ({}, *VARIANTS.get(name, ())):
+            assert (name, options) in DEFAULT_SPECS
+    assert len(set(IDS)) == len(IDS)
+
+
+class _Undeclared(Solver):
+    """A DDIM step that declares nothing beyond ``step`` and ``nfe`` (no order, no variants)."""
+
+    def step(self, denoiser, x, sigma, sigma_next, state, labels=None):
+        d = denoiser(x, torch.full((x.shape[0],), sigma, dtype=x.dtype), labels)
+        return StepOutput(x_next=transport(x, sigma, sigma_next, d), data_prediction=d,
+                          state=state.push(sigma, d, keep=1), nfe=1)
+
+    def nfe(self, num_steps, final_step):
+        return num_steps + (final_step == "denoise")
+
+
+def test_a_solver_with_no_declared_facts_gets_the_generic_suite(gaussian):
+    registry = {**SOLVERS, "undeclared": _Undeclared}
+    assert ("undeclared", {}) in behaviour_specs(registry)
+    assert ("undeclared", "undeclared", {}, 1) in convergence_specs(registry)
+    solver = _Undeclared()  # the module's generic checks, run on it directly
+    test_step_is_a_transport_with_its_data_prediction(solver, gaussian)
+    test_step_leaves_its_input_state_untouched(solver, gaussian)
+    for final_step in ("zero", "sigma_min", "denoise"):
+        for num_steps in range(1, 7):
+            test_measured_nfe_matches_docstring(solver, gaussian, final_step, num_steps)
 
 
 # ---- equivalences ------------------------------------------------------------------------

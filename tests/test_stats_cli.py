@@ -7,7 +7,7 @@ from PIL import Image
 from steindiff.cli.stats import main
 from steindiff.datasets import digits_images
 from steindiff.lightning.shards import write_shard
-from steindiff.metrics.digits import DigitsFeatures
+from steindiff.metrics.digits import DigitsFeatures, digits_fid
 from steindiff.metrics.fid import FrechetDistance, load_reference
 
 
@@ -28,8 +28,6 @@ def test_digits_stats_equal_direct_and_compare(tmp_path, capsys):
     capsys.readouterr()
     assert main(["--compare", str(tmp_path / "test.npz"), str(tmp_path / "train.npz")]) == 0
     fid = float(capsys.readouterr().out.strip())
-    from steindiff.metrics.digits import digits_fid
-
     assert fid == pytest.approx(digits_fid(digits_images("test"), digits_images("train")), rel=1e-6)
 
 

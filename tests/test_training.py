@@ -10,11 +10,13 @@ import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 
-from steindiff.cli.train import TRAIN_CONF_DIR, ConfigError, validate
+from steindiff.cli.app import conf_dir
+from steindiff.cli.train import ConfigError, validate
 from steindiff.lightning.data import DigitsDataModule, MixtureDataModule, PatchesDataModule
 from steindiff.lightning.training import EDMTrainingModule, edm_loss
-from steindiff.models.checkpoint import load_denoiser
+from steindiff.models.checkpoint import load_denoiser, read_spec
 
+TRAIN_CONF_DIR = conf_dir("train")
 TINY_MLP = {"class_name": "MLP", "kwargs": {"dim": 2, "hidden": 32, "num_blocks": 1, "embedding_channels": 16}}
 
 
@@ -100,7 +102,7 @@ def test_training_decreases_the_loss_and_resume_continues(tmp_path):
     with torch.no_grad():
         assert torch.equal(from_export(x, 0.5), resumed.ema(x, 0.5))
         assert torch.equal(from_ckpt(x, 0.5), from_export(x, 0.5))  # last.ckpt holds the EMA of step 160
-    assert from_export.spec["training"]["steps"] == 160 and from_export.dim == 2
+    assert read_spec(exported)["training"]["steps"] == 160 and from_export.spec.shape == (2,)
 
 
 def test_data_modules_give_shapes_and_sigma_data():
@@ -156,10 +158,11 @@ def test_steindiff_train_exports_a_loadable_denoiser(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "runs" / "train" / "tiny"
     denoiser = load_denoiser(run_dir / "denoiser.safetensors")
-    assert denoiser.dim == 2 and denoiser.spec["training"]["steps"] == 6
-    assert "max_steps=6" in denoiser.spec["training"]["command"]
+    training = read_spec(run_dir / "denoiser.safetensors")["training"]
+    assert denoiser.spec.shape == (2,) and training["steps"] == 6
+    assert "max_steps=6" in training["command"]
     assert (run_dir / "checkpoints" / "last.ckpt").exists() and (run_dir / "csv" / "version_0" / "metrics.csv").exists()
-    assert load_denoiser(run_dir / "checkpoints" / "last.ckpt").dim == 2
+    assert load_denoiser(run_dir / "checkpoints" / "last.ckpt").spec.shape == (2,)
 
 
 @pytest.mark.slow
@@ -170,7 +173,7 @@ def test_steindiff_train_resumes_in_the_same_folder(tmp_path):
     proc = _train(tmp_path, *[o for o in TINY_RUN if not o.startswith("max_steps")], "max_steps=9", "name=tiny")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from" in proc.stderr
-    assert load_denoiser(run_dir / "denoiser.safetensors").spec["training"]["steps"] == 9
+    assert read_spec(run_dir / "denoiser.safetensors")["training"]["steps"] == 9
     assert (run_dir / "csv" / "version_0" / "metrics.csv").exists()  # the first session's log is kept
     assert (run_dir / "csv" / "version_1" / "metrics.csv").exists()
     # another configuration in the same folder is refused in one line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from skimage import data as skimage_data
 from torch import Tensor
 
 __all__ = ["DIGITS_SPLITS", "SKIMAGE_IMAGES", "digits_images", "digits_split", "image_patches"]
@@ -39,7 +40,7 @@ def digits_images(split: str = "train", size: int = 8, with_labels: bool = False
 
     With ``with_labels`` also returns the (N,) int64 class labels.
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # start-up: sklearn takes about 1 s to import
 
     if size < 8 or size % 8:
         raise ValueError(f"size={size!r} is not accepted: expected 8 or a multiple of 8")
@@ -54,9 +55,7 @@ def digits_images(split: str = "train", size: int = 8, with_labels: bool = False
 
 
 def _skimage_rgb(name: str) -> np.ndarray:
-    from skimage import data
-
-    image = np.asarray(getattr(data, name)())
+    image = np.asarray(getattr(skimage_data, name)())
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     return image[..., :3]

@@ -8,13 +8,12 @@
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
 
-from steindiff.core.denoiser import Denoiser
+from steindiff.core.denoiser import Denoiser, DenoiserSpec
 from steindiff.core.processes import NoiseProcess, VPDiscreteProcess
+from steindiff.core.rng import check_seed, splitmix64_int
 
 __all__ = [
     "PREDICTIONS",
@@ -27,7 +26,6 @@ __all__ = [
 ]
 
 PREDICTIONS = ("eps", "v", "x0")
-_MASK64 = (1 << 64) - 1
 _LABEL_STREAM = 0x6C61_6265_6C73_2D31  # domain-separation key: label streams differ from noise streams
 
 
@@ -54,16 +52,26 @@ class EDMPrecond(Denoiser):
     over at high noise; c_in makes the network input unit-variance when the data has std s_d.
     ``network_dtype`` (e.g. torch.float32) evaluates F in that dtype while the coefficients and the
     combination stay in x's dtype; None evaluates F in x's dtype.
+
+    Args:
+        network: the raw network F(x_in, c_noise, labels).
+        sigma_data: the data's standard deviation s_d (> 0).
+        num_classes: classes of a conditional network (0: unconditional).
+        network_dtype: the dtype F runs in (None: x's dtype).
+        shape: the shape of one sample (None: any).
+        sigma_min, sigma_max: the trained noise range (None: unbounded).
+
+    NFE: one network call per evaluation.
     """
 
     def __init__(self, network, sigma_data: float = 0.5, num_classes: int = 0,
-                 network_dtype: torch.dtype | None = None):
-        super().__init__()
+                 network_dtype: torch.dtype | None = None, shape=None, sigma_min: float | None = None,
+                 sigma_max: float | None = None):
+        super().__init__(DenoiserSpec(shape=shape, num_classes=num_classes, sigma_min=sigma_min, sigma_max=sigma_max))
         if not sigma_data > 0:
             raise ValueError(f"EDMPrecond needs sigma_data > 0, got {sigma_data}")
         self.network = network
         self.sigma_data = float(sigma_data)
-        self.num_classes = int(num_classes)
         self.network_dtype = network_dtype
 
     def coefficients(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -102,12 +110,26 @@ class VPNetworkDenoiser(Denoiser):
     rounding is a no-op. Process maps are computed in float64 on the CPU, then cast to x's dtype
     and device (so sigma is not differentiated through; x is); the network receives t as a (B,) float
     tensor of the network dtype.
+
+    Args:
+        network: the raw network net(x_t, t, labels).
+        process: the VP process it was trained on (declared in the spec: the sampler uses its prior).
+        prediction: "eps", "v" or "x0".
+        time_input, time_scale, round_timesteps: how t is fed (above).
+        num_classes: classes of a conditional network (0: unconditional).
+        network_dtype: the dtype the network runs in (None: x's dtype).
+        shape: the shape of one sample (None: any).
+        sigma_min, sigma_max: the trained noise range (None: unbounded).
+
+    NFE: one network call per evaluation.
     """
 
     def __init__(self, network, process: NoiseProcess, prediction: str = "eps",
                  time_input: str | None = None, time_scale: float = 1.0, round_timesteps: bool = False,
-                 num_classes: int = 0, network_dtype: torch.dtype | None = None):
-        super().__init__()
+                 num_classes: int = 0, network_dtype: torch.dtype | None = None, shape=None,
+                 sigma_min: float | None = None, sigma_max: float | None = None):
+        super().__init__(DenoiserSpec(shape=shape, num_classes=num_classes, process=process, sigma_min=sigma_min,
+                                      sigma_max=sigma_max))
         if getattr(process, "variance_exploding", False):
             raise ValueError(f"VPNetworkDenoiser needs a VP process, got the VE process {process!r}")
         if prediction not in PREDICTIONS:
@@ -127,7 +149,6 @@ class VPNetworkDenoiser(Denoiser):
         self.time_input = time_input
         self.time_scale = float(time_scale)
         self.round_timesteps = bool(round_timesteps)
-        self.num_classes = int(num_classes)
         self.network_dtype = network_dtype
 
     def _times(self, sigma_hat) -> tuple[Tensor, Tensor]:
@@ -184,25 +205,6 @@ def round_sigma(sigma, process: VPDiscreteProcess):
     return float(out) if out.ndim == 0 else out
 
 
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E37_79B9_7F4A_7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58_476D_1CE4_E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D0_49BB_1331_11EB) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or (isinstance(seed, Tensor) and seed.is_floating_point()):
-        raise ValueError(f"seeds must be non-negative integers, got {seed!r}")
-    try:
-        value = operator.index(seed)
-    except TypeError:
-        raise ValueError(f"seeds must be non-negative integers, got {seed!r}") from None
-    if not 0 <= value <= _MASK64:
-        raise ValueError(f"seeds must be integers in [0, 2**64 - 1], got {value}")
-    return value
-
-
 def draw_labels(seeds, num_classes: int) -> Tensor:
     """Class index per seed, (len(seeds),) int64, each from its own ``torch.Generator``.
 
@@ -214,7 +216,7 @@ def draw_labels(seeds, num_classes: int) -> Tensor:
         raise ValueError(f"draw_labels needs num_classes a positive int, got {num_classes!r}")
     labels = []
     for seed in seeds:
-        gen = torch.Generator().manual_seed(_splitmix64(_check_seed(seed) ^ _LABEL_STREAM))
+        gen = torch.Generator().manual_seed(splitmix64_int(check_seed(seed) ^ _LABEL_STREAM))
         labels.append(int(torch.randint(num_classes, (1,), generator=gen)))
     return torch.tensor(labels, dtype=torch.long)
 

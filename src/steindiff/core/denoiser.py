@@ -8,17 +8,23 @@ A denoiser is a callable ``D(x, sigma, labels=None) -> data prediction`` in EDM 
   (all-zero rows mean "unconditional", as in EDM and classifier-free guidance);
 - returns (B, *shape), the estimate of E[x_star | x], same dtype as ``x``.
 
-``num_classes`` (0 for unconditional models) tells the sampler whether to draw labels per seed.
+Every denoiser declares what the sampler needs to know about it in a ``DenoiserSpec`` given at
+construction (``denoiser.spec``): the shape of one sample, the number of classes (0: unconditional;
+the sampler then draws no labels), the noise process it was trained on (None: any, in EDM
+coordinates) and the trained sigma range (None: unbounded). The platform reads the spec; it never
+probes a denoiser for loose attributes.
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Denoiser", "CountingDenoiser", "DenoiserOutputError", "GuidedDenoiser", "as_sigma_batch"]
+__all__ = ["DenoiserSpec", "spec_of", "Denoiser", "CountingDenoiser", "DenoiserOutputError", "GuidedDenoiser",
+           "as_sigma_batch"]
 
 
 def as_sigma_batch(sigma, x: Tensor) -> Tensor:
@@ -31,14 +37,63 @@ def as_sigma_batch(sigma, x: Tensor) -> Tensor:
     return sigma
 
 
+@dataclass(frozen=True)
+class DenoiserSpec:
+    """What a denoiser declares about itself.
+
+    Args:
+        shape: the shape of one sample, e.g. (2,) or (1, 8, 8); None when any shape is accepted
+            (the run must then give one).
+        num_classes: number of classes of a conditional model; 0 for an unconditional one.
+        process: the ``NoiseProcess`` the network was trained on (its prior and time map are the
+            sampler's); None when the denoiser works in EDM coordinates with any process.
+        sigma_min, sigma_max: the trained range of EDM noise levels; None where unbounded.
+    """
+
+    shape: tuple[int, ...] | None = None
+    num_classes: int = 0
+    process: object | None = None
+    sigma_min: float | None = None
+    sigma_max: float | None = None
+
+    def __post_init__(self):
+        if self.shape is not None:
+            shape = tuple(int(s) for s in self.shape)
+            if not shape or min(shape) < 1:
+                raise ValueError(f"a sample shape needs positive sizes, got {self.shape!r}")
+            object.__setattr__(self, "shape", shape)
+        if isinstance(self.num_classes, bool) or int(self.num_classes) != self.num_classes or self.num_classes < 0:
+            raise ValueError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        for name in ("sigma_min", "sigma_max"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else float(value))
+
+
+def spec_of(denoiser) -> DenoiserSpec:
+    """The spec a denoiser declares; a plain callable (no ``Denoiser``) declares nothing."""
+    if isinstance(denoiser, Denoiser | CountingDenoiser):
+        return denoiser.spec
+    return DenoiserSpec()
+
+
 class Denoiser(nn.Module):
     """Base class for denoisers: subclasses implement ``denoise(x, sigma, labels)``.
 
     ``forward`` broadcasts sigma to (B,) and checks the output shape, so every subclass obeys the
     contract in the module docstring.
+
+    Args:
+        spec: what the denoiser declares (sample shape, classes, process, trained sigma range).
     """
 
-    num_classes: int = 0
+    def __init__(self, spec: DenoiserSpec | None = None):
+        super().__init__()
+        self.spec = spec if spec is not None else DenoiserSpec()
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
 
     def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None) -> Tensor:
         raise NotImplementedError
@@ -57,6 +112,9 @@ class CountingDenoiser(nn.Module):
     """Wraps a denoiser and counts its calls: the measured number of function evaluations (NFE).
 
     One call on a batch counts as one evaluation (the NFE of each trajectory in that batch).
+
+    Args:
+        denoiser: the wrapped denoiser; its spec is this wrapper's spec.
     """
 
     def __init__(self, denoiser):
@@ -65,8 +123,12 @@ class CountingDenoiser(nn.Module):
         self.calls = 0
 
     @property
+    def spec(self) -> DenoiserSpec:
+        return spec_of(self.inner)
+
+    @property
     def num_classes(self) -> int:
-        return getattr(self.inner, "num_classes", 0)
+        return self.spec.num_classes
 
     def reset(self) -> None:
         self.calls = 0
@@ -100,13 +162,16 @@ class GuidedDenoiser(Denoiser):
 
     ``scale`` w = 1 is the plain conditional model (one network call); any other value costs two
     network calls per denoiser evaluation, which still counts as one NFE (the usual convention).
+
+    Args:
+        denoiser: a class-conditional denoiser; its spec is this one's.
+        scale: the guidance weight w.
     """
 
     def __init__(self, denoiser, scale: float = 1.0):
-        super().__init__()
+        super().__init__(spec_of(denoiser))
         self.inner = denoiser
         self.scale = float(scale)
-        self.num_classes = getattr(denoiser, "num_classes", 0)
         if self.num_classes == 0 and self.scale != 1.0:
             raise ValueError("classifier-free guidance needs a class-conditional denoiser (num_classes > 0)")
 

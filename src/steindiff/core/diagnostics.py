@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 __all__ = ["energy_distance", "oracle_gamma", "mse_to_target", "lipschitz_estimate"]
@@ -40,8 +41,6 @@ def lipschitz_estimate(f, x: Tensor, iters: int = 10, generator: torch.Generator
     and one backward pass of f. Returns (B,) estimates |J v| / |v| (a lower bound that converges
     to the largest singular value).
     """
-    import torch.autograd.forward_ad as fwAD
-
     x = x.detach()
     v = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x)
     v = v / v.flatten(1).norm(dim=1).reshape(-1, *([1] * (x.ndim - 1)))

@@ -19,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
+
+from .rng import shift_right, splitmix64
 
 __all__ = ["DIVERGENCE_ESTIMATORS", "make_probes", "seeded_probes", "vjp_divergence", "jvp_divergence",
            "finite_difference_divergence", "exact_divergence"]
@@ -40,29 +43,6 @@ def make_probes(num_probes: int, like: Tensor, kind: str = "gaussian",
     return v.to(device=like.device, dtype=like.dtype)
 
 
-_MASK64 = (1 << 64) - 1
-
-
-def _signed(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
-_GOLDEN, _MIX1, _MIX2 = _signed(0x9E3779B97F4A7C15), _signed(0xBF58476D1CE4E5B9), _signed(0x94D049BB133111EB)
-
-
-def _shr(z: Tensor, k: int) -> Tensor:
-    """Logical right shift of int64 bit patterns."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def _splitmix64(z: Tensor) -> Tensor:
-    """SplitMix64 finaliser on int64 tensors (wrapping arithmetic): a counter-based hash."""
-    z = z + _GOLDEN
-    z = (z ^ _shr(z, 30)) * _MIX1
-    z = (z ^ _shr(z, 27)) * _MIX2
-    return z ^ _shr(z, 31)
-
-
 def seeded_probes(seeds: Tensor, step: int, num_probes: int, shape, kind: str = "gaussian", salt: int = 0,
                   dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """(M, B, *shape) probes where row b depends only on (seeds[b], step, salt): a counter-based
@@ -71,13 +51,13 @@ def seeded_probes(seeds: Tensor, step: int, num_probes: int, shape, kind: str = 
     if kind not in ("gaussian", "rademacher"):
         raise ValueError(f"unknown probe kind {kind!r}; accepted: gaussian, rademacher")
     n = int(num_probes) * int(torch.Size(shape).numel())
-    key = _splitmix64(seeds.to(torch.int64).cpu() * 1_000_003 + int(step) * 7919 + int(salt) * 104_729)  # (B,)
+    key = splitmix64(seeds.to(torch.int64).cpu() * 1_000_003 + int(step) * 7919 + int(salt) * 104_729)  # (B,)
     counter = torch.arange(2 * n, dtype=torch.int64)
-    bits = _splitmix64(key[:, None] ^ _splitmix64(counter)[None, :])  # (B, 2n)
+    bits = splitmix64(key[:, None] ^ splitmix64(counter)[None, :])  # (B, 2n)
     if kind == "rademacher":
-        values = (_shr(bits[:, :n], 63) * 2 - 1).to(torch.float64)
+        values = (shift_right(bits[:, :n], 63) * 2 - 1).to(torch.float64)
     else:
-        u = (_shr(bits, 11).to(torch.float64) + 0.5) / float(1 << 53)  # uniform in (0, 1)
+        u = (shift_right(bits, 11).to(torch.float64) + 0.5) / float(1 << 53)  # uniform in (0, 1)
         u1, u2 = u[:, :n], u[:, n:]
         values = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)
     values = values.reshape(len(seeds), int(num_probes), *shape).transpose(0, 1)
@@ -112,8 +92,6 @@ def vjp_divergence(y: Tensor, x: Tensor, probes: Tensor, batched: bool = True) -
 
 def jvp_divergence(f: Callable[[Tensor], Tensor], x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
     """Hutchinson through forward-mode JVPs: one forward pass of f per probe."""
-    import torch.autograd.forward_ad as fwAD
-
     rows = []
     for v in probes:
         with fwAD.dual_level():

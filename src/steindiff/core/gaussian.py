@@ -17,18 +17,23 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, DenoiserSpec
 from .sampling import integrate
-from .schedules import build_sigmas
+from .schedules import Schedule
 
 __all__ = ["GaussianData", "global_errors", "convergence_order"]
 
 
 class GaussianData(Denoiser):
-    """Exact denoiser of N(mu, diag(std^2)) data, with the closed-form PF-ODE solution."""
+    """Exact denoiser of N(mu, diag(std^2)) data, with the closed-form PF-ODE solution.
+
+    Args:
+        mu: (d,) data mean.
+        std: (d,) data standard deviations, all > 0 (same shape as mu).
+    """
 
     def __init__(self, mu: Tensor, std: Tensor):
-        super().__init__()
+        super().__init__(DenoiserSpec(shape=tuple(torch.as_tensor(mu).shape) or None))
         self.register_buffer("mu", torch.as_tensor(mu, dtype=torch.float64))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float64))
         if self.mu.shape != self.std.shape or bool((self.std <= 0).any()):
@@ -60,9 +65,9 @@ def global_errors(solver, data: GaussianData, steps: Sequence[int], *, schedule:
     exact = data.solution(x0, sigma_max, sigma_min)
     errors = []
     for n in steps:
-        sigmas = build_sigmas(schedule, n, "sigma_min", sigma_min=sigma_min, sigma_max=sigma_max)
+        grid = Schedule(schedule, "sigma_min", sigma_min=sigma_min, sigma_max=sigma_max).grid(n)
         with torch.no_grad():
-            x, _, _ = integrate(data, x0.clone(), sigmas, solver, final_step="sigma_min")
+            x, _, _ = integrate(data, x0.clone(), grid, solver)
         errors.append(float((x - exact).norm(dim=1).mean()))
     return errors
 

@@ -37,7 +37,7 @@ import math
 import torch
 from torch import Tensor
 
-from steindiff.core.denoiser import Denoiser, as_sigma_batch
+from steindiff.core.denoiser import Denoiser, DenoiserSpec, as_sigma_batch
 
 __all__ = ["MIXTURE_PRESETS", "GaussianMixture", "mixture_preset"]
 
@@ -51,12 +51,15 @@ class GaussianMixture(Denoiser):
         weights: (K,) positive mixture weights (normalised internally).
         means: (K, d) component means.
         stds: (K,) isotropic or (K, d) diagonal component standard deviations, all > 0.
-        residual_scale, temperature, sigma_scale: imperfection knobs (see module docstring).
+        residual_scale: s in D' = x - s (x - D), 1 = exact (module docstring).
+        temperature: tau > 0, responsibilities r_k ∝ (w_k N_k)^(1/tau), 1 = exact.
+        sigma_scale: c > 0, the denoiser evaluates itself at c * sigma, 1 = exact.
     """
 
     def __init__(self, weights, means, stds, *, residual_scale: float = 1.0, temperature: float = 1.0,
                  sigma_scale: float = 1.0):
-        super().__init__()
+        mu = torch.as_tensor(means, dtype=torch.float64).detach().clone()
+        super().__init__(DenoiserSpec(shape=(mu.shape[-1],) if mu.ndim == 2 and mu.shape[-1] > 0 else None))
         w = torch.as_tensor(weights, dtype=torch.float64).detach().clone()
         mu = torch.as_tensor(means, dtype=torch.float64).detach().clone()
         s = torch.as_tensor(stds, dtype=torch.float64).detach().clone()

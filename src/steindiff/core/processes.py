@@ -46,7 +46,13 @@ def _as_tensor(t) -> Tensor:
 
 
 class NoiseProcess:
-    """Base class. Subclasses define ``log_alpha(t)`` and ``t_of_log_alpha`` (VP) or override."""
+    """Base class: x_t = alpha(t) x_star + sigma(t) eps, with alpha the signal scale and sigma the
+    native noise scale; ``sigma_hat(t) = sigma / alpha`` is the EDM noise level the solvers use.
+    Subclasses define ``log_alpha(t)`` and ``t_of_log_alpha`` (VP: alpha^2 + sigma^2 = 1) or override.
+
+    Args:
+        none (subclasses take their schedule parameters).
+    """
 
     name = "base"
     #: True when alpha = 1 (variance exploding); False when alpha^2 + sigma^2 = 1.
@@ -113,7 +119,12 @@ class NoiseProcess:
 
 
 class VEProcess(NoiseProcess):
-    """EDM / variance exploding: alpha = 1, sigma = t. ``t`` is sigma itself."""
+    """EDM / variance exploding: alpha = 1, sigma = t = sigma_hat (``t`` is sigma itself).
+
+    Args:
+        sigma_min: smallest noise level, t_min (> 0).
+        sigma_max: largest noise level, t_max (> sigma_min).
+    """
 
     name = "ve"
     variance_exploding = True
@@ -156,7 +167,12 @@ class VEProcess(NoiseProcess):
 class VPLinearProcess(NoiseProcess):
     """Continuous VP with beta(t) = beta_min + t (beta_max - beta_min), t in [t_min, 1].
 
-    log alpha(t) = -beta_min t / 2 - (beta_max - beta_min) t^2 / 4.
+    log alpha(t) = -beta_min t / 2 - (beta_max - beta_min) t^2 / 4,  sigma(t) = sqrt(1 - alpha^2).
+
+    Args:
+        beta_min: beta(0) (>= 0).
+        beta_max: beta(1) (> beta_min).
+        t_min: smallest time (t_max is 1).
     """
 
     name = "vp_linear"
@@ -185,7 +201,12 @@ class VPLinearProcess(NoiseProcess):
 class VPCosineProcess(NoiseProcess):
     """Cosine VP schedule: alpha(t) = cos(pi/2 (t + s)/(1 + s)) / cos(pi/2 s/(1 + s)).
 
-    t_max defaults to 0.9946 (as in DPM-Solver) to keep lambda finite.
+    sigma(t) = sqrt(1 - alpha^2). t_max defaults to 0.9946 (as in DPM-Solver) to keep lambda finite.
+
+    Args:
+        s: the schedule's small offset near t = 0 (Nichol & Dhariwal).
+        t_min: smallest time.
+        t_max: largest time (< 1).
     """
 
     name = "vp_cosine"
@@ -213,6 +234,14 @@ class VPDiscreteProcess(NoiseProcess):
     Time is the continuous timestep index tau in [0, N - 1]; log alpha_bar is interpolated
     piecewise linearly between integer indices, so that a discrete network can be queried at the
     trained timesteps exactly (tau integer) or in between. The inverse map is exact.
+    alpha(tau)^2 = alpha_bar (DDPM's cumulative product), sigma(tau) = sqrt(1 - alpha_bar).
+
+    Args:
+        betas: (N,) betas in (0, 1); default linspace(beta_start, beta_end, num_timesteps).
+        num_timesteps: N for the default betas.
+        beta_start: first default beta.
+        beta_end: last default beta.
+        alphas_cumprod: (N,) strictly decreasing alpha_bar; given, it replaces the betas.
     """
 
     name = "vp_discrete"

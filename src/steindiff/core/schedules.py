@@ -8,6 +8,11 @@ Schedules (all between sigma_max and sigma_min):
 - "time_quadratic": uniform in sqrt(t) (DPM-Solver's "time_quadratic");
 - "explicit":       a list the user gives.
 
+``SCHEDULES`` is the registry (name -> grid function); ``Schedule`` is a named schedule with its
+bounds and final-step policy (what a config file describes); ``Schedule.grid(num_steps, process)``
+returns a ``SigmaGrid``: the sigmas together with the final-step policy, validated once, which is
+what the sampling loop, the solvers' NFE and the results carry end to end.
+
 Final-step policy (how a run of N steps ends), a named option recorded with every result:
 - "zero":      N grid points from sigma_max to sigma_min, then 0; N steps, the last to sigma = 0
                (EDM's convention);
@@ -20,7 +25,8 @@ Final-step policy (how a run of N steps ends), a named option recorded with ever
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -28,12 +34,12 @@ from torch import Tensor
 from .processes import NoiseProcess, VEProcess
 
 __all__ = [
-    "FINAL_STEP_POLICIES", "SCHEDULES", "edm_sigmas", "logsnr_sigmas", "time_uniform_sigmas",
+    "FINAL_STEP_POLICIES", "SCHEDULES", "Schedule", "SigmaGrid", "as_grid", "edm_sigmas", "logsnr_sigmas",
+    "time_uniform_sigmas",
     "time_quadratic_sigmas", "build_sigmas", "check_sigmas", "num_grid_points",
 ]
 
 FINAL_STEP_POLICIES = ("zero", "sigma_min", "denoise")
-SCHEDULES = ("edm", "logsnr", "time_uniform", "time_quadratic", "explicit")
 
 
 def _check_range(num: int, sigma_min: float, sigma_max: float) -> None:
@@ -93,40 +99,141 @@ def _check_policy(final_step: str) -> None:
         raise ValueError(f"unknown final_step {final_step!r}; accepted: {', '.join(FINAL_STEP_POLICIES)}")
 
 
-def build_sigmas(schedule: str, num_steps: int, final_step: str = "zero", *, sigma_min: float = 0.002,
+def _edm(num, sigma_min, sigma_max, rho, process):
+    return edm_sigmas(num, sigma_min, sigma_max, rho)
+
+
+def _logsnr(num, sigma_min, sigma_max, rho, process):
+    return logsnr_sigmas(num, sigma_min, sigma_max)
+
+
+def _time_uniform(num, sigma_min, sigma_max, rho, process):
+    return time_uniform_sigmas(num, sigma_min, sigma_max, process)
+
+
+def _time_quadratic(num, sigma_min, sigma_max, rho, process):
+    return time_quadratic_sigmas(num, sigma_min, sigma_max, process)
+
+
+#: name -> grid(num_points, sigma_min, sigma_max, rho, process); "explicit" takes a list instead.
+SCHEDULES: dict[str, Callable[..., Tensor] | None] = {
+    "edm": _edm, "logsnr": _logsnr, "time_uniform": _time_uniform, "time_quadratic": _time_quadratic,
+    "explicit": None,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class SigmaGrid:
+    """The noise levels of a run and the way it ends, validated once on construction.
+
+    Args:
+        sigmas: (N + 1,) strictly decreasing EDM noise levels (held as float64): N steps.
+        final_step: "zero" (the grid ends at 0), "sigma_min" (ends at sigma_min > 0, no final
+            denoising) or "denoise" (ends at sigma_min, then one more denoiser call: +1 NFE).
+    """
+
+    sigmas: Tensor
+    final_step: str = "zero"
+
+    def __post_init__(self):
+        sigmas = torch.as_tensor(self.sigmas, dtype=torch.float64).detach().cpu()
+        check_sigmas(sigmas, self.final_step)
+        object.__setattr__(self, "sigmas", sigmas)
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.sigmas) - 1
+
+    def tolist(self) -> list[float]:
+        return [float(s) for s in self.sigmas]
+
+    def __repr__(self) -> str:
+        return f"SigmaGrid({self.num_steps} steps, {float(self.sigmas[0]):.4g} -> {float(self.sigmas[-1]):.4g}, " \
+               f"final_step={self.final_step!r})"
+
+
+def as_grid(sigmas: SigmaGrid | Tensor | Sequence[float], final_step: str | None = None) -> SigmaGrid:
+    """A SigmaGrid from a grid (returned as is) or from sigmas and a policy (default "zero")."""
+    if isinstance(sigmas, SigmaGrid):
+        if final_step is not None and final_step != sigmas.final_step:
+            raise ValueError(f"final_step={final_step!r} contradicts the grid's {sigmas.final_step!r}")
+        return sigmas
+    return SigmaGrid(torch.as_tensor(sigmas), final_step or "zero")
+
+
+class Schedule:
+    """A named sigma schedule: ``grid(num_steps, process)`` gives the SigmaGrid of a run.
+
+    Args:
+        name: a key of ``SCHEDULES``: edm, logsnr, time_uniform, time_quadratic or explicit.
+        final_step: the final-step policy (see ``SigmaGrid``).
+        sigma_min, sigma_max: the range of the grid, 0 < sigma_min < sigma_max.
+        rho: EDM's exponent (edm only), > 0.
+        sigmas: the grid of the "explicit" schedule (ending at 0 for final_step "zero").
+    """
+
+    def __init__(self, name: str = "edm", final_step: str = "zero", sigma_min: float = 0.002,
+                 sigma_max: float = 80.0, rho: float = 7.0, sigmas: Sequence[float] | None = None):
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r}; accepted: {', '.join(SCHEDULES)}")
+        _check_policy(final_step)
+        if name == "explicit":
+            if sigmas is None:
+                raise ValueError("schedule 'explicit' needs a list of sigmas")
+            self.explicit = SigmaGrid(torch.as_tensor(list(sigmas), dtype=torch.float64), final_step)
+        else:
+            _check_range(1, sigma_min, sigma_max)
+            if not rho > 0:
+                raise ValueError(f"rho must be > 0, got {rho}")
+            self.explicit = None
+        self.name, self.final_step, self.rho = name, final_step, float(rho)
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+
+    def grid(self, num_steps: int | None, process: NoiseProcess | None = None) -> SigmaGrid:
+        """The grid of a run of ``num_steps`` steps (implied by the list for "explicit")."""
+        if self.explicit is not None:
+            if num_steps is not None and num_steps != self.explicit.num_steps:
+                raise ValueError(f"explicit sigmas give {self.explicit.num_steps} steps but num_steps={num_steps}")
+            return self.explicit
+        if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+            raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
+        n = num_grid_points(int(num_steps), self.final_step)
+        grid = SCHEDULES[self.name](n, self.sigma_min, self.sigma_max, self.rho, process or VEProcess())
+        if self.final_step == "zero":
+            grid = torch.cat([grid, grid.new_zeros(1)])
+        return SigmaGrid(grid, self.final_step)
+
+    def clipped(self, sigma_min: float | None, sigma_max: float | None) -> tuple[Schedule, dict[str, float]]:
+        """This schedule with its range narrowed to [sigma_min, sigma_max] (a denoiser's trained range)
+        and the bounds that changed (empty: unchanged)."""
+        changed = {}
+        if sigma_min is not None and self.explicit is None and self.sigma_min < sigma_min:
+            changed["sigma_min"] = float(sigma_min)
+        if sigma_max is not None and self.explicit is None and self.sigma_max > sigma_max:
+            changed["sigma_max"] = float(sigma_max)
+        if not changed:
+            return self, {}
+        bounds = {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, **changed}
+        return Schedule(self.name, self.final_step, rho=self.rho, **bounds), changed
+
+    def __repr__(self) -> str:
+        if self.explicit is not None:
+            return f"Schedule(explicit, {self.explicit.num_steps} steps, final_step={self.final_step!r})"
+        return (f"Schedule({self.name}, sigma {self.sigma_min:g}..{self.sigma_max:g}"
+                + (f", rho={self.rho:g}" if self.name == "edm" else "") + f", final_step={self.final_step!r})")
+
+
+def build_sigmas(schedule: str, num_steps: int | None, final_step: str = "zero", *, sigma_min: float = 0.002,
                  sigma_max: float = 80.0, rho: float = 7.0, process: NoiseProcess | None = None,
                  sigmas: Sequence[float] | None = None) -> Tensor:
-    """The grid of a run with ``num_steps`` steps: length num_steps + 1, descending.
+    """The sigmas of a run with ``num_steps`` steps: length num_steps + 1, descending (a tensor;
+    ``Schedule(...).grid(...)`` gives the same as a SigmaGrid).
 
     With final_step "zero" the last entry is 0. ``schedule="explicit"`` takes ``sigmas`` as given
     (num_steps is then implied and checked when it is not None).
     """
-    _check_policy(final_step)
-    if schedule == "explicit":
-        if sigmas is None:
-            raise ValueError("schedule 'explicit' needs a list of sigmas")
-        grid = torch.as_tensor(list(sigmas), dtype=torch.float64)
-        check_sigmas(grid, final_step)
-        if num_steps is not None and len(grid) - 1 != num_steps:
-            raise ValueError(f"explicit sigmas give {len(grid) - 1} steps but num_steps={num_steps}")
-        return grid
-    if int(num_steps) != num_steps or num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-    n = num_grid_points(num_steps, final_step)
-    if schedule == "edm":
-        grid = edm_sigmas(n, sigma_min, sigma_max, rho)
-    elif schedule == "logsnr":
-        grid = logsnr_sigmas(n, sigma_min, sigma_max)
-    elif schedule == "time_uniform":
-        grid = time_uniform_sigmas(n, sigma_min, sigma_max, process)
-    elif schedule == "time_quadratic":
-        grid = time_quadratic_sigmas(n, sigma_min, sigma_max, process)
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; accepted: {', '.join(SCHEDULES)}")
-    if final_step == "zero":
-        grid = torch.cat([grid, grid.new_zeros(1)])
-    check_sigmas(grid, final_step)
-    return grid
+    spec = Schedule(schedule, final_step, sigma_min, sigma_max, rho, sigmas)
+    return spec.grid(num_steps, process).sigmas
 
 
 def check_sigmas(sigmas: Tensor, final_step: str) -> None:

@@ -17,11 +17,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from steindiff.core.mixture import mixture_preset
+from steindiff.datasets import digits_images, image_patches
+
 __all__ = ["DigitsDataModule", "MixtureDataModule", "PatchesDataModule", "TensorDataModule"]
 
 
 class TensorDataModule(pl.LightningDataModule):
-    """Training and validation tensors (N, *shape) served in shuffled batches; subclasses fill ``make``."""
+    """Training and validation tensors (N, *shape) served in shuffled batches; subclasses fill ``make``.
+
+    Args:
+        batch_size: training batch size (validation batches hold at least 256).
+        sigma_data: EDM's data standard deviation (None: measured on the training data).
+        num_workers: DataLoader worker processes.
+    """
 
     def __init__(self, batch_size: int = 128, sigma_data: float | None = None, num_workers: int = 0):
         super().__init__()
@@ -65,7 +74,12 @@ class TensorDataModule(pl.LightningDataModule):
 
 
 class DigitsDataModule(TensorDataModule):
-    """Handwritten digits (1, size, size): train split (1500) for training, test split (297) for validation."""
+    """Handwritten digits (1, size, size): train split (1500) for training, test split (297) for validation.
+
+    Args:
+        size: 8 (as stored) or 16 (bilinear upscale).
+        batch_size, sigma_data, num_workers: as in ``TensorDataModule``.
+    """
 
     def __init__(self, size: int = 8, batch_size: int = 128, sigma_data: float | None = None, num_workers: int = 0):
         super().__init__(batch_size, sigma_data, num_workers)
@@ -74,8 +88,6 @@ class DigitsDataModule(TensorDataModule):
             raise ValueError(f"data.size={size!r} is not accepted: expected 8 or 16")
 
     def make(self) -> tuple[Tensor, Tensor]:
-        from steindiff.datasets import digits_images
-
         return digits_images("train", self.size), digits_images("test", self.size)
 
     def describe(self) -> dict:
@@ -83,7 +95,14 @@ class DigitsDataModule(TensorDataModule):
 
 
 class PatchesDataModule(TensorDataModule):
-    """Natural-image crops (3, size, size): ``num_train`` crops from ``seed``, ``num_val`` from ``seed + 1``."""
+    """Natural-image crops (3, size, size): ``num_train`` crops from ``seed``, ``num_val`` from ``seed + 1``.
+
+    Args:
+        size: the crop size.
+        num_train, num_val: the numbers of training and validation crops.
+        seed: the seed of the training crops (validation: seed + 1).
+        batch_size, sigma_data, num_workers: as in ``TensorDataModule``.
+    """
 
     def __init__(self, size: int = 16, num_train: int = 20000, num_val: int = 1000, seed: int = 0,
                  batch_size: int = 128, sigma_data: float | None = None, num_workers: int = 0):
@@ -91,8 +110,6 @@ class PatchesDataModule(TensorDataModule):
         self.size, self.num_train, self.num_val, self.seed = int(size), int(num_train), int(num_val), int(seed)
 
     def make(self) -> tuple[Tensor, Tensor]:
-        from steindiff.datasets import image_patches
-
         return (image_patches(self.num_train, self.size, self.seed),
                 image_patches(self.num_val, self.size, self.seed + 1))
 
@@ -101,13 +118,18 @@ class PatchesDataModule(TensorDataModule):
 
 
 class MixtureDataModule(TensorDataModule):
-    """Exact samples of the mixture preset ``name``: ``num_train`` from ``seed``, ``num_val`` from ``seed + 1``."""
+    """Exact samples of the mixture preset ``name``: ``num_train`` from ``seed``, ``num_val`` from ``seed + 1``.
+
+    Args:
+        name: the mixture preset (``steindiff.core.mixture_preset``), e.g. "ring2d" or "aniso32".
+        num_train, num_val: the numbers of training and validation samples.
+        seed: the seed of the training samples (validation: seed + 1).
+        batch_size, sigma_data, num_workers: as in ``TensorDataModule``.
+    """
 
     def __init__(self, name: str = "ring2d", num_train: int = 100000, num_val: int = 5000, seed: int = 0,
                  batch_size: int = 512, sigma_data: float | None = None, num_workers: int = 0):
         super().__init__(batch_size, sigma_data, num_workers)
-        from steindiff.core.mixture import mixture_preset
-
         self.name, self.num_train, self.num_val, self.seed = name, int(num_train), int(num_val), int(seed)
         self.mixture = mixture_preset(name)
 

@@ -1,13 +1,16 @@
 """Sampling and evaluation as a LightningModule, with EDM-style seed sharding.
 
-``SamplingModule`` holds the denoiser, the sigma grid, the solver and the corrector, and generates
-samples in ``test_step`` from batches of seeds. Seeds are split into batches of ``batch_size``
-and the batches dealt round-robin to ranks (``SeedBatches``): N requested samples are exactly N
-distinct samples whatever the world size (the trainer must use ``use_distributed_sampler=False``;
-Lightning's default sampler pads with duplicates). Each batch is written as an npz shard
-(seeds, samples) under ``<out_dir>/samples/``; metrics are torchmetrics objects updated in the
-steps and computed on every rank. A ``decoder`` (latent diffusion: a VAE decoder) maps samples to
-pixels before the metrics; shards keep the samples themselves (the latents).
+``SamplingModule(run, out_dir)`` holds a built run (``steindiff.build.Run``: denoiser, sigma grid,
+solver, corrector, observers, metrics, decoder, seeds) and generates samples in ``test_step`` from
+batches of seeds. Seeds are split into batches of ``run.batch_size`` and the batches dealt
+round-robin to ranks (``steindiff.core.seed_batches``): N requested samples are exactly N distinct
+samples whatever the world size (the trainer must use ``use_distributed_sampler=False``; Lightning's
+default sampler pads with duplicates). Each batch is written as an npz shard (seeds, samples) under
+``<out_dir>/samples/``; metrics are torchmetrics objects updated in the steps as
+``metrics.update(samples, seeds=seeds)`` and computed on every rank. A ``decoder`` (latent
+diffusion: a VAE decoder) maps samples to pixels before the metrics; shards keep the samples
+themselves (the latents). Results, plots and logger extras are written by the ``RunResults``
+callback (``steindiff.lightning.results``).
 
 Resume: a batch whose shard is already on disk (and passes its checksum) is loaded instead of sampled,
 and still updates the metrics, so a resumed run ends with the same samples and metrics as an
@@ -24,7 +27,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from steindiff.core.sampling import sample
+from steindiff.core.sampling import sample, seed_batches
 
 from .shards import ShardError, load_samples, read_shard, shard_path, write_shard
 
@@ -39,13 +42,13 @@ class NonFiniteSamples(ValueError):
     """The denoiser returned NaN or Inf; the batch is not written."""
 
 
-def seed_batches(seeds: list[int], batch_size: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
-    """The batches of ``rank``: consecutive batches of the seed list, dealt round-robin."""
-    batches = [seeds[i:i + batch_size] for i in range(0, len(seeds), batch_size)]
-    return batches[rank::world_size]
-
-
 class SeedBatches(Dataset):
+    """The seed batches of one rank, as int64 tensors (``seed_batches`` dealt round-robin).
+
+    Args:
+        seeds: every seed of the run; batch_size: seeds per batch; rank, world_size: this process.
+    """
+
     def __init__(self, seeds: list[int], batch_size: int, rank: int = 0, world_size: int = 1):
         self.batches = seed_batches(list(seeds), int(batch_size), rank, world_size)
 
@@ -57,31 +60,37 @@ class SeedBatches(Dataset):
 
 
 class SamplingModule(pl.LightningModule):
-    def __init__(self, denoiser, solver, corrector, sigmas: torch.Tensor, *, seeds: list[int], shape,
-                 batch_size: int, final_step: str, process, dtype: torch.dtype = torch.float32,
-                 metrics=None, out_dir: str | Path = ".", require_finite: bool = True, throttle_s: float = 0.0,
-                 stop_requested=None, decoder=None):
+    """Samples a built run's seeds in ``trainer.test``, writes shards, updates the metrics.
+
+    Args:
+        run: a ``steindiff.build.Run``.
+        out_dir: the run folder (shards go to ``<out_dir>/samples``).
+        require_finite: refuse a batch with NaN/Inf samples (nothing written for it).
+        throttle_s: sleep after each batch (tests interrupt runs mid-way with it).
+        stop_requested: a callable, True once SIGTERM/SIGINT arrived.
+
+    NFE: the run's (measured per batch; ``self.nfe``).
+    """
+
+    def __init__(self, run, out_dir: str | Path = ".", *, require_finite: bool = True, throttle_s: float = 0.0,
+                 stop_requested=None):
         super().__init__()
-        self.denoiser = denoiser
-        self.solver, self.corrector = solver, corrector
-        self.register_buffer("sigmas", sigmas.double(), persistent=False)
-        self.seeds, self.shape, self.batch_size = list(seeds), tuple(shape), int(batch_size)
-        self.final_step, self.process, self.sample_dtype = final_step, process, dtype
-        self.metrics = metrics
+        self.run = run
+        self.denoiser, self.metrics, self.decoder = run.denoiser, run.metrics, run.decoder
         self.out_dir = Path(out_dir)
         self.traces: list[dict] = []
         self.nfe: int | None = None
-        self._samples_done = 0
-        self._t0 = None
+        self.computed_metrics: dict[str, float] = {}
+        self._samples_done, self._t0 = 0, None
         self.require_finite, self.throttle_s = bool(require_finite), float(throttle_s)
-        self.stop_requested = stop_requested  # callable: True once SIGTERM/SIGINT arrived
+        self.stop_requested = stop_requested
         self.resumed_batches = 0
-        self.decoder = decoder  # latent -> pixel stage before the metrics (shards keep the latents)
 
     def test_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0
         world = self.trainer.world_size if self._trainer is not None else 1
-        return DataLoader(SeedBatches(self.seeds, self.batch_size, rank, world), batch_size=None, shuffle=False)
+        return DataLoader(SeedBatches(self.run.seeds, self.run.batch_size, rank, world), batch_size=None,
+                          shuffle=False)
 
     def on_test_epoch_start(self) -> None:
         self._t0 = time.perf_counter()
@@ -94,26 +103,30 @@ class SamplingModule(pl.LightningModule):
         seed_list = seeds.tolist()
         samples, trace = self._done_batch(seed_list)
         if samples is None:  # not done before: sample and write the shard
-            res = sample(self.denoiser, self.sigmas, self.solver, self.corrector, seeds=seed_list, shape=self.shape,
-                         final_step=self.final_step, process=self.process, dtype=self.sample_dtype,
-                         device=self.device)
-            self.nfe = res.nfe
-            trace = [{**t, "batch": int(seed_list[0])} for t in res.trace]  # batches named by their first seed
-            samples = res.samples.detach()
-            self._check_finite(samples, trace, seed_list)
-            write_shard(self.out_dir, seed_list, samples.cpu().numpy(), trace)
-            self._samples_done += len(seed_list)
+            samples, trace = self._sample(seed_list)
         else:
             self.resumed_batches += 1
         self.traces.extend(trace)
         if self.metrics is not None:
-            self.metrics.update(self.decoded(samples))
+            self.metrics.update(self.decoded(samples), seeds=seeds.to(self.device))
         rate = self._samples_done / max(time.perf_counter() - self._t0, 1e-9)
         self.log("samples_per_s", rate, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(seed_list),
                  rank_zero_only=True)
         if self.throttle_s:
             time.sleep(self.throttle_s)
         return None
+
+    def _sample(self, seeds: list[int]):
+        run = self.run
+        res = sample(self.denoiser, run.grid, run.solver, run.corrector, seeds=seeds, shape=run.shape,
+                     process=run.process, dtype=run.dtype, device=self.device, observers=run.observers)
+        self.nfe = res.nfe
+        trace = [{**t, "batch": int(seeds[0])} for t in res.trace]  # batches named by their first seed
+        samples = res.samples.detach()
+        self._check_finite(samples, trace, seeds)
+        write_shard(self.out_dir, seeds, samples.cpu().numpy(), trace)
+        self._samples_done += len(seeds)
+        return samples, trace
 
     def decoded(self, samples):
         """Samples as the metrics see them: through the decoder (latent models), else unchanged."""
@@ -138,7 +151,7 @@ class SamplingModule(pl.LightningModule):
         if found.tolist() != seeds:
             return None, None
         self.nfe = self.nfe if self.nfe is not None else (trace[-1]["nfe"] if trace else None)
-        return torch.from_numpy(samples).to(device=self.device, dtype=self.sample_dtype), trace
+        return torch.from_numpy(samples).to(device=self.device, dtype=self.run.dtype), trace
 
     def _check_finite(self, samples: torch.Tensor, trace: list[dict], seeds: list[int]) -> None:
         if not self.require_finite or bool(torch.isfinite(samples).all()):

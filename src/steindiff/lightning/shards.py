@@ -15,11 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from steindiff.io import TMP_PREFIX, atomic_open
+
 __all__ = ["shard_path", "write_shard", "read_shard", "valid_shards", "load_samples", "verify_run", "ShardError"]
 
 
 class ShardError(ValueError):
-    pass
+    """A shard that cannot be read or fails its checksum (its seeds are sampled again)."""
 
 
 def shard_path(out_dir: str | Path, seeds: list[int]) -> Path:
@@ -38,12 +40,9 @@ def write_shard(out_dir: str | Path, seeds: list[int], samples: np.ndarray, trac
     path = shard_path(out_dir, seeds)
     path.parent.mkdir(parents=True, exist_ok=True)
     seeds_arr = np.asarray(seeds, dtype=np.int64)
-    tmp = path.with_name(".tmp-" + path.name)
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.savez(f, seeds=seeds_arr, samples=samples, trace=np.asarray(json.dumps(trace or [])),
                  checksum=np.asarray(_checksum(seeds_arr, samples)))
-        f.flush()
-    tmp.replace(path)
     return path
 
 
@@ -92,8 +91,8 @@ def verify_run(out_dir: str | Path, requested: list[int]) -> dict:
     requested_set = set(requested)
     missing = sorted(requested_set - present)
     extra = sorted(present - requested_set)
-    leftovers = sorted(p.name for p in Path(out_dir, "samples").glob(".tmp-*")) if Path(out_dir, "samples").exists() \
-        else []
+    samples_dir = Path(out_dir, "samples")
+    leftovers = sorted(p.name for p in samples_dir.glob(TMP_PREFIX + "*")) if samples_dir.exists() else []
     complete = not missing and not duplicated and not extra and not problems
     return {"complete": complete, "requested": len(requested), "present": len(present), "missing": missing,
             "duplicated": duplicated, "unexpected": extra, "bad_shards": problems, "temporary_files": leftovers,

@@ -39,7 +39,21 @@ def edm_loss(denoiser, x_star: Tensor, sigma: Tensor, noise: Tensor, sigma_data:
 
 
 class EDMTrainingModule(pl.LightningModule):
-    """Trains ``EDMPrecond(network)`` with EDM's loss; keeps ``ema`` (an EDMPrecond copy) for validation/export."""
+    """Trains ``EDMPrecond(network)`` with EDM's loss; keeps ``ema`` (an EDMPrecond copy) for validation/export.
+
+    Args:
+        network_spec: {"class_name": "UNet" | "MLP", "kwargs": {...}} (``models.checkpoint.build_network``).
+        sigma_data: EDM's data standard deviation s_d.
+        shape: the shape of one sample.
+        lr, betas: Adam's learning rate and betas.
+        warmup_steps: steps of the linear learning-rate warm-up.
+        lr_decay: "none" or "cosine" (to zero at ``max_steps``).
+        max_steps: the training length (needed by the cosine decay).
+        P_mean, P_std: ln sigma ~ N(P_mean, P_std^2) in the loss.
+        ema_halflife_images: the EMA half-life in training images.
+        ema_rampup_ratio: the half-life is at most this times the images seen (None: no ramp-up).
+        training_info: informative entries saved with the checkpoint (command, ...).
+    """
 
     def __init__(self, network_spec: dict, sigma_data: float, shape, lr: float = 1e-3, betas=(0.9, 0.999),
                  warmup_steps: int = 200, lr_decay: str = "none", max_steps: int | None = None,
@@ -58,8 +72,8 @@ class EDMTrainingModule(pl.LightningModule):
         self.ema_halflife_images, self.ema_rampup_ratio = float(ema_halflife_images), ema_rampup_ratio
         self.training_info = dict(training_info or {})
         network = build_network(self.network_spec)
-        self.denoiser = EDMPrecond(network, sigma_data=self.sigma_data,
-                                   num_classes=int(getattr(network, "num_classes", 0)))
+        self.denoiser = EDMPrecond(network, sigma_data=self.sigma_data, num_classes=network.num_classes,
+                                   shape=self.shape)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.register_buffer("images_seen", torch.zeros((), dtype=torch.float64))
         self.seconds_before = 0.0  # training wall time of earlier sessions (restored on resume)

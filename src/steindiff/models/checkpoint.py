@@ -9,10 +9,12 @@ metadata (string to string) the spec needed to rebuild the EDM-preconditioned de
     shape       JSON shape of one sample, e.g. [1, 16, 16] or [2]
     training    JSON: the training command, wall time, steps, final loss, ... (informative only)
 
-``load_denoiser(path)`` returns an ``EDMPrecond`` in eval mode with requires_grad False; it also
-reads the Lightning ``.ckpt`` files that ``steindiff-train`` writes (their EMA weights). Every
-failure raises ``CheckpointError`` with one line naming the file and what was expected; the
-network is built and loaded with ``strict=True`` before anything is returned.
+``load_denoiser(path)`` returns an ``EDMPrecond`` in eval mode with requires_grad False, its
+``DenoiserSpec`` (sample shape, classes) built at construction; ``read_spec(path)`` returns the file's
+spec dict (network, sigma_data, shape, training info). Both also read the Lightning ``.ckpt`` files
+that ``steindiff-train`` writes (their EMA weights). Every failure raises ``CheckpointError`` with
+one line naming the file and what was expected; the network is built and loaded with
+``strict=True`` before anything is returned.
 """
 
 from __future__ import annotations
@@ -21,11 +23,15 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from steindiff.core.adaptors import EDMPrecond
+from steindiff.core.dtypes import parse_dtype
+from steindiff.errors import CheckpointError
+from steindiff.io import atomic_write_bytes
 
-from .errors import CheckpointError
 from .mlp import MLP
 from .unet import UNet
 
@@ -55,8 +61,6 @@ def _plain(value):
 def save_denoiser(path, network: nn.Module, network_spec: dict, sigma_data: float, shape, training: dict | None = None,
                   ) -> Path:
     """Write ``network``'s weights and the spec to ``path`` (atomically: a temporary file, then a rename)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in network.state_dict().items()}
@@ -67,11 +71,7 @@ def save_denoiser(path, network: nn.Module, network_spec: dict, sigma_data: floa
         "shape": json.dumps([int(s) for s in shape]),
         "training": json.dumps(_plain(training or {})),
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
 
 
 def resolve_path(path) -> Path:
@@ -88,8 +88,6 @@ def _fail(path, what: str) -> CheckpointError:
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
@@ -156,26 +154,8 @@ def _read(path: Path) -> tuple[dict, dict]:
     return _read_lightning(path) if path.suffix == ".ckpt" else _read_safetensors(path)
 
 
-def _network_dtype(value) -> torch.dtype | None:
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    dtype = getattr(torch, str(value), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"network_dtype={value!r} is not accepted: expected float32, float64, float16, bfloat16 "
-                         "or null")
-    return dtype
-
-
-def load_denoiser(path, network_dtype: torch.dtype | str | None = torch.float32, device="cpu") -> EDMPrecond:
-    """An ``EDMPrecond`` denoiser from a steindiff checkpoint, ready for sampling.
-
-    Eval mode, requires_grad False; ``denoiser.shape`` is the shape of one sample (e.g. (1, 16, 16)),
-    ``denoiser.dim`` its length for vector data only, ``denoiser.spec`` the file's spec. The network runs in
-    ``network_dtype`` (float32 by default, so float64 sampling works with float32 weights; a name is accepted).
-    """
-    network_dtype = _network_dtype(network_dtype)
-    path = resolve_path(path)
-    spec, tensors = _read(path)
+def _load_network(path: Path, spec: dict, tensors: dict) -> nn.Module:
+    """The spec's network with the file's weights (strict), its sample shape checked against the spec."""
     try:
         network = build_network(spec["network"])
     except Exception as err:  # unknown class, bad constructor arguments
@@ -190,13 +170,21 @@ def load_denoiser(path, network_dtype: torch.dtype | str | None = torch.float32,
     if expected is not None and tuple(spec["shape"]) != expected:
         raise _fail(path, f"the spec's sample shape {tuple(spec['shape'])} does not fit its network, "
                           f"which takes {expected}")
-    num_classes = int(getattr(network, "num_classes", 0))
-    denoiser = EDMPrecond(network, sigma_data=spec["sigma_data"], num_classes=num_classes,
-                          network_dtype=network_dtype)
-    denoiser.to(device).eval().requires_grad_(False)
-    denoiser.shape = tuple(spec["shape"])
-    if len(denoiser.shape) == 1:  # vector data: the sampling app's mixture convention (shape = (dim,))
-        denoiser.dim = denoiser.shape[0]
-    denoiser.spec = spec
-    denoiser.path = str(path)
-    return denoiser
+    return network
+
+
+def load_denoiser(path, network_dtype: torch.dtype | str | None = torch.float32, device="cpu") -> EDMPrecond:
+    """An ``EDMPrecond`` denoiser from a steindiff checkpoint, ready for sampling (one network call per NFE).
+
+    Eval mode, requires_grad False; ``denoiser.spec.shape`` is the shape of one sample (e.g. (1, 16, 16)),
+    ``denoiser.spec.num_classes`` the network's classes. The file's own spec dict (with the training
+    info) is ``read_spec(path)``. The network runs in ``network_dtype`` (float32 by default, so float64
+    sampling works with float32 weights; a name is accepted).
+    """
+    network_dtype = parse_dtype(network_dtype, "network_dtype")
+    path = resolve_path(path)
+    spec, tensors = _read(path)
+    network = _load_network(path, spec, tensors)
+    denoiser = EDMPrecond(network, sigma_data=spec["sigma_data"], num_classes=network.num_classes,
+                          network_dtype=network_dtype, shape=tuple(spec["shape"]))
+    return denoiser.to(device).eval().requires_grad_(False)

@@ -2,8 +2,8 @@
 
     denoiser = load_diffusers_denoiser("/path/to/ddpm-cifar10-32")   # pipeline folder: unet/ + scheduler/
     denoiser = load_diffusers_denoiser("/path/unet", scheduler_config="/path/scheduler_config.json")
-    denoiser.shape      # (C, H, W) of one sample, from the unet config
-    denoiser.process    # the VPDiscreteProcess of the scheduler's betas
+    denoiser.spec.shape     # (C, H, W) of one sample, from the unet config
+    denoiser.spec.process   # the VPDiscreteProcess of the scheduler's betas (also denoiser.process)
 
 The scheduler config gives the discrete VP process (``beta_schedule`` linear / scaled_linear /
 squaredcos_cap_v2 or ``trained_betas``, ``beta_start``, ``beta_end``, ``num_train_timesteps``) and
@@ -30,8 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from steindiff.core.adaptors import VPNetworkDenoiser
+from steindiff.core.dtypes import parse_dtype
 from steindiff.core.processes import VPDiscreteProcess
-from steindiff.models.errors import CheckpointError
+from steindiff.errors import CheckpointError, first_line
 
 __all__ = [
     "BETA_SCHEDULES",
@@ -49,29 +50,25 @@ __all__ = [
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 #: diffusers' prediction_type -> VPNetworkDenoiser's prediction
 PREDICTION_TYPES = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 INSTALL_HINT = 'pip install "steindiff[diffusers]"'
 
 
 class MissingDependencyError(CheckpointError, ImportError):
-    """An optional dependency a loader needs is not installed (one line saying what to install)."""
+    """An optional dependency a loader needs is not installed (one line saying what to install).
+
+    Args:
+        message: the one-line message naming the package and the install command.
+    """
 
 
 def import_diffusers(what: str):
     """Import diffusers or raise one line saying how to install it."""
     try:
-        import diffusers
+        import diffusers  # optional dependency
     except ImportError as err:
         raise MissingDependencyError(f"{what} needs the diffusers package, which is not importable ({err}); "
                                      f"install it with: {INSTALL_HINT}") from None
     return diffusers
-
-
-def first_line(err: BaseException, limit: int = 300) -> str:
-    """``Type: message`` on one line (its first two non-empty lines), shortened to ``limit`` characters."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    text = f"{type(err).__name__}: {' '.join(lines[:2])}".rstrip(": ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_json(path: Path, what: str) -> dict:
@@ -221,7 +218,7 @@ def load_component(cls, folder: Path, expected: str, dtype: torch.dtype | None =
         raise CheckpointError(f"{folder}: no weights file; expected diffusion_pytorch_model.safetensors (or .bin) "
                               f"with the {expected} weights")
     kwargs = {"low_cpu_mem_usage": False} if dtype is None else {"low_cpu_mem_usage": False, "torch_dtype": dtype}
-    from diffusers.utils import logging as diffusers_logging
+    from diffusers.utils import logging as diffusers_logging  # optional dependency
 
     verbosity = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # failures are reported as one CheckpointError line instead
@@ -235,14 +232,6 @@ def load_component(cls, folder: Path, expected: str, dtype: torch.dtype | None =
     return model
 
 
-def parse_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype) not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; accepted: {', '.join(DTYPES)} or null")
-    return DTYPES[str(dtype)]
-
-
 # ---- the denoiser -------------------------------------------------------------------------------
 
 
@@ -251,6 +240,10 @@ class UNetNetwork(nn.Module):
 
     One-hot labels (B, K) become class indices; a learned-variance output (2C channels) keeps its
     first C channels (the eps / v / x0 prediction), as diffusers' schedulers do.
+
+    Args:
+        unet: a diffusers UNet2DModel.
+        channels: C, the channels of one sample (the prediction's channels).
     """
 
     def __init__(self, unet: nn.Module, channels: int):
@@ -264,10 +257,23 @@ class UNetNetwork(nn.Module):
 
 
 class DiffusersDenoiser(VPNetworkDenoiser):
-    """A ``VPNetworkDenoiser`` around a diffusers UNet2DModel, with the sample ``shape`` (C, H, W).
+    """A ``VPNetworkDenoiser`` around a diffusers UNet2DModel (discrete time input).
 
-    Extra attributes: ``shape``, ``sigma_min`` / ``sigma_max`` (the noise levels of timesteps 0 and
-    N - 1, the trained range), ``source`` (the unet folder), ``scheduler_config`` (the dict read).
+    Its ``spec`` holds the sample shape (C, H, W), the classes, the scheduler's process and the trained
+    range: sigma_min / sigma_max, the noise levels of timesteps 0 and N - 1. Extra attributes:
+    ``source`` (the unet folder), ``scheduler_config`` (the dict read).
+
+    NFE: one UNet call per evaluation (two, batched, under ``GuidedDenoiser`` with scale != 1).
+
+    Args:
+        unet: the diffusers UNet2DModel (eval mode, frozen); it runs in its own dtype.
+        process: the VPDiscreteProcess of the scheduler's betas.
+        prediction: "eps", "v" or "x0" (the scheduler's prediction_type).
+        shape: (C, H, W) of one sample.
+        num_classes: the UNet's class embeddings (0: unconditional).
+        round_timesteps: evaluate at the nearest trained integer timestep (see ``VPNetworkDenoiser``).
+        source: the unet folder, for messages.
+        scheduler_config: the scheduler config read, kept for reference.
     """
 
     def __init__(self, unet: nn.Module, process: VPDiscreteProcess, prediction: str, shape: tuple[int, int, int],
@@ -275,9 +281,8 @@ class DiffusersDenoiser(VPNetworkDenoiser):
                  scheduler_config: dict | None = None):
         dtype = next(unet.parameters()).dtype
         super().__init__(UNetNetwork(unet, shape[0]), process, prediction=prediction, time_input="discrete",
-                         round_timesteps=round_timesteps, num_classes=num_classes, network_dtype=dtype)
-        self.shape = tuple(int(s) for s in shape)
-        self.sigma_min, self.sigma_max = process.sigma_min, process.sigma_max
+                         round_timesteps=round_timesteps, num_classes=num_classes, network_dtype=dtype,
+                         shape=shape, sigma_min=process.sigma_min, sigma_max=process.sigma_max)
         self.source = source
         self.scheduler_config = dict(scheduler_config or {})
 
@@ -312,7 +317,7 @@ def load_diffusers_denoiser(path, scheduler_config=None, prediction: str | None 
     None to keep the saved one); the network runs in it whatever the sampling dtype.
     """
     diffusers = import_diffusers("load_diffusers_denoiser")
-    torch_dtype = parse_dtype(dtype)
+    torch_dtype = parse_dtype(dtype, "dtype")
     folder, scheduler_file = resolve_pipeline_folder(path, scheduler_config, component="unet")
     if scheduler_file is None:
         raise CheckpointError(f"{folder}: no scheduler/scheduler_config.json beside this unet folder; expected a "

@@ -1,8 +1,8 @@
 """Load an EDM network snapshot (``network-snapshot-*.pkl``, Karras et al., 2022) as a steindiff denoiser.
 
     denoiser = load_edm_pickle("edm-cifar10-32x32-cond-vp.pkl", allow_pickle=True)
-    denoiser.shape          # (img_channels, img_resolution, img_resolution)
-    denoiser.num_classes    # the network's label_dim (0: unconditional)
+    denoiser.spec.shape          # (img_channels, img_resolution, img_resolution)
+    denoiser.spec.num_classes    # the network's label_dim (0: unconditional)
 
 An EDM snapshot is a pickle of a dict whose ``"ema"`` entry is the preconditioned network: called as
 ``net(x, sigma, class_labels)`` it returns the denoiser D(x; sigma) in EDM coordinates, which is
@@ -16,24 +16,42 @@ clone of https://github.com/NVlabs/edm on PYTHONPATH. No EDM code is part of ste
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from steindiff.core.denoiser import Denoiser
-from steindiff.models.errors import CheckpointError
+from steindiff.core.denoiser import Denoiser, DenoiserSpec
+from steindiff.core.dtypes import parse_dtype
+from steindiff.errors import CheckpointError, first_line
 
-__all__ = ["EDMNetworkDenoiser", "load_edm_pickle"]
+__all__ = ["EDMNetworkDenoiser", "edm_network_spec", "load_edm_pickle"]
 
 EDM_MODULES = ("torch_utils", "dnnlib")
 
 
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    text = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _bound(value, unbounded: float) -> float | None:
+    """A trained noise bound of an EDM network as a float; None where absent or unbounded (0, inf)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if value == unbounded or not math.isfinite(value) else value
+
+
+def edm_network_spec(network: nn.Module) -> DenoiserSpec:
+    """The ``DenoiserSpec`` of an EDM network from its own attributes (EDM's Precond classes define them).
+
+    shape (img_channels, img_resolution, img_resolution) when both are defined (else None), num_classes
+    the ``label_dim`` (0 when absent), sigma_min / sigma_max the network's trained range (None where the
+    network defines none, or an unbounded one: EDMPrecond's 0 and inf).
+    """
+    channels, resolution = getattr(network, "img_channels", None), getattr(network, "img_resolution", None)
+    shape = None if channels is None or resolution is None else (int(channels), int(resolution), int(resolution))
+    return DenoiserSpec(shape=shape, num_classes=int(getattr(network, "label_dim", 0) or 0),
+                        sigma_min=_bound(getattr(network, "sigma_min", None), 0.0),
+                        sigma_max=_bound(getattr(network, "sigma_max", None), math.inf))
 
 
 class EDMNetworkDenoiser(Denoiser):
@@ -41,25 +59,25 @@ class EDMNetworkDenoiser(Denoiser):
 
     The network runs in ``network_dtype`` (float32, as EDM's networks expect); x and sigma are cast to it
     and the output back to x's dtype. Labels are passed as (B, label_dim) rows; None for unconditional.
-    Attributes: ``shape`` (C, H, W) when the network has img_channels / img_resolution, ``num_classes``
-    (label_dim), ``sigma_min`` / ``sigma_max`` when the network defines them, ``source`` (the file).
+    The spec (shape, classes, trained sigma range) is read from the network at construction
+    (``edm_network_spec``); ``source`` is the file.
+
+    NFE: one network call per evaluation (two, batched, under ``GuidedDenoiser`` with scale != 1).
+
+    Args:
+        network: EDM's preconditioned network (``data["ema"]`` of a snapshot).
+        network_dtype: the dtype the network runs in (float32 for EDM's networks; None: x's dtype).
+        source: the pickle file, for messages.
     """
 
-    def __init__(self, network: nn.Module, network_dtype: torch.dtype = torch.float32, source: str = ""):
-        super().__init__()
+    def __init__(self, network: nn.Module, network_dtype: torch.dtype | None = torch.float32, source: str = ""):
+        super().__init__(edm_network_spec(network))
         self.network = network
         self.network_dtype = network_dtype
         self.source = source
-        self.num_classes = int(getattr(network, "label_dim", 0) or 0)
-        channels, resolution = getattr(network, "img_channels", None), getattr(network, "img_resolution", None)
-        self.shape = None if channels is None or resolution is None else (int(channels), int(resolution),
-                                                                           int(resolution))
-        for name in ("sigma_min", "sigma_max"):
-            value = getattr(network, name, None)
-            setattr(self, name, None if value is None else float(value))
 
     def denoise(self, x: Tensor, sigma: Tensor, labels: Tensor | None) -> Tensor:
-        dtype = self.network_dtype
+        dtype = self.network_dtype or x.dtype
         if labels is not None:
             labels = labels.to(dtype)
         return self.network(x.to(dtype), sigma.to(dtype), labels).to(x.dtype)
@@ -78,7 +96,7 @@ def _unpickle(path: Path):
         raise CheckpointError(f"{path}: unpickling needs the module {missing!r}, which is not importable; "
                               f"{hint}") from None
     except Exception as err:  # noqa: BLE001 - unpickling garbage raises almost any type
-        raise CheckpointError(f"{path}: not a readable network pickle ({_first_line(err)}); expected an EDM "
+        raise CheckpointError(f"{path}: not a readable network pickle ({first_line(err)}); expected an EDM "
                               "network snapshot (.pkl)") from None
 
 
@@ -98,10 +116,7 @@ def load_edm_pickle(path, allow_pickle: bool = False, key: str = "ema",
                               "with allow_pickle=True (command line: denoiser.allow_pickle=true)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; expected an EDM network snapshot (.pkl)")
-    if isinstance(network_dtype, str):
-        if not isinstance(getattr(torch, network_dtype, None), torch.dtype):
-            raise ValueError(f"unknown network_dtype {network_dtype!r}; accepted: float32, float64, float16")
-        network_dtype = getattr(torch, network_dtype)
+    network_dtype = parse_dtype(network_dtype, "network_dtype", accepted=("float32", "float64", "float16"))
     data = _unpickle(path)
     if not isinstance(data, dict) or key not in data:
         found = f"keys {sorted(map(str, data))}" if isinstance(data, dict) else f"a {type(data).__name__}"

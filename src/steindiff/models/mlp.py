@@ -33,7 +33,17 @@ class _Block(nn.Module):
 
 
 class MLP(nn.Module):
-    """F(x, c_noise, class_labels) -> (B, dim) for (B, dim) inputs; ``num_classes`` > 0 adds a class embedding."""
+    """F(x, c_noise, class_labels) -> (B, dim) for (B, dim) inputs; ``num_classes`` > 0 adds a class embedding.
+
+    Args:
+        dim: the data dimension d.
+        hidden: the width of the residual blocks.
+        num_blocks: the number of residual blocks.
+        embedding_channels: the channels of the noise embedding (even).
+        dropout: dropout probability inside the blocks.
+        num_classes: classes of (B, num_classes) one-hot labels (0: unconditional).
+        embedding: "positional" or "fourier" noise embedding (``NoiseEmbedding``).
+    """
 
     def __init__(self, dim: int = 2, hidden: int = 256, num_blocks: int = 3, embedding_channels: int = 64,
                  dropout: float = 0.0, num_classes: int = 0, embedding: str = "positional"):

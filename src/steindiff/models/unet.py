@@ -36,6 +36,12 @@ class NoiseEmbedding(nn.Module):
     ``kind="positional"``: sin/cos of c_noise at frequencies (1/max_positions)^(i/(n/2 - 1)), i < n/2
     (the transformer embedding with endpoint, as in EDM's DDPM++). ``kind="fourier"``: sin/cos of
     2 pi f c_noise with fixed random frequencies f ~ N(0, scale^2) (NCSN++), stored as a buffer.
+
+    Args:
+        num_channels: the embedding width (even, >= 2).
+        kind: "positional" or "fourier".
+        max_positions: the lowest frequency's period of the positional embedding.
+        scale: the standard deviation of the Fourier frequencies.
     """
 
     def __init__(self, num_channels: int, kind: str = "positional", max_positions: int = 10000, scale: float = 16.0):
@@ -58,7 +64,12 @@ class NoiseEmbedding(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H*W positions of a feature map (pre-norm, residual)."""
+    """Multi-head self-attention over the H*W positions of a feature map (pre-norm, residual).
+
+    Args:
+        channels: the feature channels C.
+        head_channels: channels per head (heads = C // head_channels, at least 1).
+    """
 
     def __init__(self, channels: int, head_channels: int = 32):
         super().__init__()
@@ -78,7 +89,15 @@ class SelfAttention(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """GN-SiLU-conv, adaptive scale/shift from the embedding, GN-SiLU-dropout-conv, skip; optional attention."""
+    """GN-SiLU-conv, adaptive scale/shift from the embedding, GN-SiLU-dropout-conv, skip; optional attention.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels (a 1x1 convolution on the skip path when they differ).
+        emb_channels: the width of the noise (and class) embedding.
+        dropout: dropout probability before the second convolution.
+        attention: add self-attention after the block.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, emb_channels: int, dropout: float = 0.0,
                  attention: bool = False):
@@ -113,6 +132,18 @@ class UNet(nn.Module):
     skip connections); self-attention in blocks whose resolution is in ``attn_resolutions``
     (None: the lowest resolution only; an empty list: nowhere). ``num_classes`` > 0 adds a class
     embedding of (B, num_classes) one-hot labels (all-zero rows: unconditional).
+
+    Args:
+        img_resolution: H = W of the images (divisible by 2^(len(channel_mult) - 1)).
+        in_channels: image channels.
+        out_channels: output channels (None: in_channels).
+        model_channels: channels at the first level.
+        channel_mult: channel multiplier per level.
+        num_blocks: residual blocks per level on the way down.
+        attn_resolutions: resolutions with self-attention (None: the lowest only).
+        dropout: dropout probability in the residual blocks.
+        num_classes: classes of one-hot labels (0: unconditional).
+        embedding: "positional" or "fourier" noise embedding.
     """
 
     def __init__(self, img_resolution: int = 16, in_channels: int = 1, out_channels: int | None = None,

@@ -1,4 +1,12 @@
-"""PF-ODE solvers, one family per module, one step interface (``base``)."""
+"""PF-ODE solvers, one family per module, one step interface (``base``).
+
+``SOLVERS`` is the registry, and the shared test suite (tests/test_solvers.py,
+tests/test_solver_convergence.py) takes its list from it: a registered solver is run with its
+defaults and with each option set in ``VARIANTS``, and is expected to converge at its
+``global_order()``.
+"""
+
+from typing import Any
 
 from .base import Solver, SolverState, StepOutput, effective_data_prediction, transport
 from .dpmpp import DPMSolverPP
@@ -18,6 +26,16 @@ SOLVERS = {
     "unipc_bh1": lambda **kw: UniPCSolver(variant="bh1", **kw),
     "unipc_bh2": lambda **kw: UniPCSolver(variant="bh2", **kw),
     "ipndm": IPNDMSolver,
+}
+
+#: name -> documented option sets worth testing besides the defaults; the shared test suite runs
+#: each registered name with ``{}`` and with every option set listed here.
+VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
+    "dpmpp_3m": ({"third_order": "taylor"},),
+    "unipc": ({"order": 1}, {"order": 2}, {"use_corrector": False},
+              {"order": 2, "use_corrector": False}),
+    "unipc_bh1": ({"order": 1}, {"order": 2}),
+    "ipndm": ({"order": 1}, {"order": 2}, {"order": 3}),
 }
 
 
@@ -47,5 +65,5 @@ def make_solver(name: str, **kwargs) -> Solver:
 __all__ = [
     "Solver", "SolverState", "StepOutput", "transport", "effective_data_prediction",
     "EulerSolver", "DDIMSolver", "HeunSolver", "DPMSolverPP", "UniPCSolver", "IPNDMSolver",
-    "SOLVERS", "make_solver", "num_steps_for_nfe",
+    "SOLVERS", "VARIANTS", "make_solver", "num_steps_for_nfe",
 ]

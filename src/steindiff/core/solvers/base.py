@@ -32,10 +32,13 @@ __all__ = ["SolverState", "StepOutput", "Solver", "transport", "effective_data_p
 
 @dataclass(frozen=True)
 class SolverState:
-    """Explicit, immutable solver state.
+    """Explicit, immutable solver state (``Solver.init_state`` builds the first one).
 
-    ``history`` holds (sigma, data prediction) pairs of earlier denoiser evaluations, most recent
-    last. ``aux`` holds solver-specific extras (UniPC keeps its corrector's inputs there).
+    Args:
+        index: number of steps already taken.
+        num_steps: steps in the whole run (for lower-order final steps).
+        history: (sigma, data prediction) pairs of earlier denoiser evaluations, most recent last.
+        aux: solver-specific extras (iPNDM keeps its slopes there, UniPC its corrector's inputs).
     """
 
     index: int  # number of steps already taken
@@ -82,6 +85,15 @@ class SolverState:
 
 @dataclass
 class StepOutput:
+    """What one solver step returns (see the module docstring).
+
+    Args:
+        x_next: the next-state candidate at sigma_next, (B, ...) like the input x.
+        data_prediction: the D with x_next = r x + (1 - r) D, r = sigma_next / sigma.
+        state: the solver state after the step (the input state is left untouched).
+        nfe: denoiser evaluations this step made.
+    """
+
     x_next: Tensor
     data_prediction: Tensor
     state: SolverState
@@ -101,11 +113,15 @@ def effective_data_prediction(x: Tensor, x_next: Tensor, sigma: float, sigma_nex
 
 
 class Solver:
-    """Base class. Subclasses implement ``step`` and ``nfe``.
+    """Base class. Subclasses implement ``step`` and ``nfe`` and set ``order``.
 
     Final-step policies (``steindiff.core.schedules``): "zero" (the grid ends at sigma = 0),
     "sigma_min" (the grid ends at sigma_min > 0), "denoise" (as sigma_min, then one extra
     denoiser call, D(x, sigma_min), which adds 1 NFE; the sampling loop makes that call).
+    Every subclass states its exact NFE for N steps under each policy; ``nfe`` computes it.
+
+    Args:
+        none (subclasses take their options as keyword arguments).
     """
 
     name = "base"
@@ -122,6 +138,11 @@ class Solver:
     def nfe(self, num_steps: int, final_step: str) -> int:
         """Exact NFE of a run with ``num_steps`` steps and the given final-step policy."""
         raise NotImplementedError
+
+    def global_order(self) -> int:
+        """Order of the global error on a non-uniform sigma grid (EDM's rho = 7, logSNR) with
+        ``lower_order_final`` off: what tests/test_solver_convergence.py fits. Default ``order``."""
+        return self.order
 
     def multistep_order(self, state: SolverState, available: int) -> int:
         """The order of this step: at most ``self.order``, at most the ``available`` model outputs

@@ -37,6 +37,16 @@ from .base import Solver, SolverState, StepOutput, evaluate, transport
 
 
 class DPMSolverPP(Solver):
+    """DPM-Solver++ multistep in data-prediction form; registered as "dpmpp_2m" and "dpmpp_3m".
+
+    Args:
+        order: 1 (DDIM), 2 (2M) or 3 (3M).
+        lower_order_final: cap the last steps' order at the steps left (last step first order).
+        third_order: 3M update, "reference" (published, second order) or "taylor" (third order).
+
+    NFE for N steps: N ("zero", "sigma_min"), N + 1 ("denoise"), for every order.
+    """
+
     name = "dpmpp"
 
     def __init__(self, order: int = 2, lower_order_final: bool = True, third_order: str = "reference"):
@@ -78,6 +88,10 @@ class DPMSolverPP(Solver):
         x_next = transport(x, sigma, sigma_next, d_ext)
         new_state = state.push(sigma, m0, keep=self.order - 1)
         return StepOutput(x_next=x_next, data_prediction=d_ext, state=new_state, nfe=1)
+
+    def global_order(self) -> int:
+        """The reference 3M update is second order (module docstring); the others reach ``order``."""
+        return 2 if self.order == 3 and self.third_order == "reference" else self.order
 
     def nfe(self, num_steps: int, final_step: str) -> int:
         return num_steps + (final_step == "denoise")

@@ -15,6 +15,14 @@ from .base import Solver, SolverState, StepOutput, evaluate, transport
 
 
 class EulerSolver(Solver):
+    """Euler = DDIM (eta = 0), first order; registered as "euler" and "ddim".
+
+    Args:
+        none.
+
+    NFE for N steps: N ("zero", "sigma_min"), N + 1 ("denoise").
+    """
+
     name = "euler"
     order = 1
 

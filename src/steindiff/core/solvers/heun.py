@@ -19,6 +19,14 @@ from .base import Solver, SolverState, StepOutput, effective_data_prediction, ev
 
 
 class HeunSolver(Solver):
+    """Heun's second-order method (EDM's deterministic sampler); the step to sigma = 0 is Euler.
+
+    Args:
+        none.
+
+    NFE for N steps: 2N - 1 ("zero"), 2N ("sigma_min"), 2N + 1 ("denoise").
+    """
+
     name = "heun"
     order = 2
 

@@ -32,6 +32,15 @@ ADAMS_BASHFORTH = {
 
 
 class IPNDMSolver(Solver):
+    """iPNDM: Adams-Bashforth on the EDM PF-ODE with equal-step coefficients and warm-up.
+
+    Args:
+        order: 1 to 4, the Adams-Bashforth order after warm-up.
+        lower_order_final: cap the last steps' order at the steps left (off by default).
+
+    NFE for N steps: N ("zero", "sigma_min"), N + 1 ("denoise"), for every order.
+    """
+
     name = "ipndm"
 
     def __init__(self, order: int = 4, lower_order_final: bool = False):
@@ -53,6 +62,10 @@ class IPNDMSolver(Solver):
         data_prediction = d if order == 1 else effective_data_prediction(x, x_next, sigma, sigma_next)
         new_state = state.push(sigma, d, keep=1, slopes=slopes[: self.order - 1])
         return StepOutput(x_next=x_next, data_prediction=data_prediction, state=new_state, nfe=1)
+
+    def global_order(self) -> int:
+        """At most 2 on a non-uniform grid: the coefficients assume equal steps (module docstring)."""
+        return min(self.order, 2)
 
     def nfe(self, num_steps: int, final_step: str) -> int:
         return num_steps + (final_step == "denoise")

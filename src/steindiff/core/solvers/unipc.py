@@ -63,6 +63,19 @@ def _unipc_coefficients(h: float, rks: list[float], order: int, variant: str) ->
 
 
 class UniPCSolver(Solver):
+    """UniPC: UniP-p predictor with the UniC corrector; registered as "unipc" (= "unipc_bh2")
+    and "unipc_bh1".
+
+    Args:
+        order: predictor order p, 1 to 3 (with the corrector the method has order p + 1).
+        variant: B(h), "bh1" (-h) or "bh2" (expm1(-h)).
+        use_corrector: correct a step's result with UniC, reusing the D the next step evaluates
+            there (no extra NFE); not the last step's result, nor a step to sigma = 0's input.
+        lower_order_final: cap the last steps' order at the steps left (last step first order).
+
+    NFE for N steps: N ("zero", "sigma_min"), N + 1 ("denoise"), corrector on or off.
+    """
+
     name = "unipc"
 
     def __init__(self, order: int = 3, variant: str = "bh2", use_corrector: bool = True,
@@ -132,6 +145,10 @@ class UniPCSolver(Solver):
             res = res + rho * d1
         x_corrected = r * x_prev - math.expm1(-h) * m_prev - b_h * res
         return x_corrected - x_pred
+
+    def global_order(self) -> int:
+        """p with the predictor alone, p + 1 with the corrector."""
+        return self.order + int(self.use_corrector)
 
     def nfe(self, num_steps: int, final_step: str) -> int:
         return num_steps + (final_step == "denoise")

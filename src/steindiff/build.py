@@ -1,0 +1,192 @@
+"""``build_run(cfg)``: a composed config becomes the objects of one run, and nothing else happens.
+
+    from steindiff.build import build_run, compose_sample_config
+    run = build_run(compose_sample_config(["solver=heun", "nfe=10", "corrector=stein"]))
+    result = run.sample()            # steindiff.core.sample with everything the config says
+    run.grid, run.solver, run.corrector, run.metrics, run.seeds
+
+No Lightning and no file writing: the app (``steindiff-sample``), the tests, the notebooks and the
+benchmarks all build their runs here, so a config means the same thing everywhere. Each piece is
+built once, from its config group's ``_target_`` (the one plugin mechanism), and checked as it is
+built; the first mistake is a one-line ``ConfigError`` (a ``ValueError``) naming the key.
+
+What the denoiser declares (``DenoiserSpec``) is used, never probed: its process replaces
+``cfg.process`` (a network trained on a process brings its prior and time map), its trained sigma
+range narrows the schedule (reported in ``Run.notes``), its sample shape is the run's unless
+``cfg.shape`` gives one (which must then agree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from hydra import compose, initialize_config_module
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+from torchmetrics import Metric, MetricCollection
+
+from steindiff.config import check_values, register_schema
+from steindiff.core import (
+    Corrector,
+    LipschitzObserver,
+    Observer,
+    SampleResult,
+    Schedule,
+    SigmaGrid,
+    Solver,
+    make_process,
+    num_steps_for_nfe,
+    parse_seeds,
+    sample,
+    spec_of,
+)
+from steindiff.core.dtypes import parse_dtype
+from steindiff.errors import CheckpointError, ConfigError
+
+__all__ = ["Run", "build_run", "compose_sample_config", "run_seeds"]
+
+
+@dataclass
+class Run:
+    """The composed objects of one sampling run.
+
+    Args:
+        denoiser: the denoiser (its ``spec`` declares shape, classes, process, trained range).
+        grid: the sigma grid with its final-step policy.
+        solver, corrector: the PF-ODE solver and the per-step corrector ("none" is a corrector).
+        observers: per-step diagnostics (the Lipschitz probe); they change neither samples nor NFE.
+        metrics: a torchmetrics MetricCollection, updated as ``update(samples, seeds=...)``, or None.
+        decoder: latent -> pixel stage before the metrics, or None.
+        seeds: one seed per sample; shape: the shape of one sample.
+        process: the noise process the sampler starts from and converts with.
+        dtype: the sampling dtype; batch_size: seeds per batch.
+        nfe_budget: the NFE budget asked for (None when steps were given).
+        notes: what building changed and a user should hear (a clipped schedule).
+    """
+
+    denoiser: torch.nn.Module
+    grid: SigmaGrid
+    solver: Solver
+    corrector: Corrector
+    observers: list[Observer]
+    metrics: MetricCollection | None
+    decoder: torch.nn.Module | None
+    seeds: list[int]
+    shape: tuple[int, ...]
+    process: object
+    dtype: torch.dtype
+    batch_size: int
+    nfe_budget: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def expected_nfe(self) -> int:
+        """The NFE per trajectory that the solver's formula gives for this grid."""
+        return self.solver.nfe(self.grid.num_steps, self.grid.final_step)
+
+    def sample(self, seeds: Sequence[int] | None = None, progress: bool = False, **kwargs) -> SampleResult:
+        """``steindiff.core.sample`` of this run (all its seeds unless others are given)."""
+        return sample(self.denoiser, self.grid, self.solver, self.corrector, seeds=self.seeds if seeds is None
+                      else seeds, shape=self.shape, batch_size=self.batch_size, process=self.process,
+                      dtype=self.dtype, observers=self.observers, progress=progress, **kwargs)
+
+
+def compose_sample_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The steindiff-sample config of the packaged config files with command-line ``overrides``.
+
+    The Hydra runtime is absent (``${hydra:...}`` keys stay unresolved): enough for ``build_run``.
+    """
+    register_schema()
+    with initialize_config_module(config_module="steindiff.conf.sample", version_base="1.3"):
+        return compose(config_name="sample", overrides=list(overrides))
+
+
+def run_seeds(cfg) -> list[int]:
+    """The run's seeds: ``seeds`` when given, else seed_set * num_samples .. (seed_set + 1) * num_samples - 1."""
+    if cfg.seeds is not None:
+        try:
+            return parse_seeds(str(cfg.seeds))
+        except ValueError as err:
+            raise ConfigError(f"seeds={cfg.seeds!r}: {err}") from None
+    return list(range(cfg.seed_set * cfg.num_samples, (cfg.seed_set + 1) * cfg.num_samples))
+
+
+def _built(group: str, node, **kwargs):
+    """``instantiate`` of one config group; any failure is a one-line ConfigError naming the group."""
+    try:
+        return instantiate(node, **kwargs)
+    except (InstantiationException, OmegaConfBaseException, ValueError, TypeError) as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ is not None else err
+        if isinstance(cause, FileNotFoundError | ConfigError | CheckpointError):
+            raise cause from None  # the loader's own one-line message names the file
+        message = " ".join(str(cause).split()).split(" full_key:")[0]
+        raise ConfigError(f"{group}: {message}") from None
+
+
+def _schedule(cfg, spec, notes: list[str]) -> Schedule:
+    schedule = _built("schedule", cfg.schedule)
+    if not isinstance(schedule, Schedule):
+        raise ConfigError(f"schedule: {cfg.schedule.get('_target_')} does not build a steindiff Schedule")
+    schedule, changed = schedule.clipped(spec.sigma_min, spec.sigma_max)
+    if changed:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in changed.items())
+        notes.append(f"schedule clipped to the denoiser's trained range: {shown}")
+    return schedule
+
+
+def _grid(cfg, solver: Solver, schedule: Schedule, process) -> SigmaGrid:
+    try:
+        steps = cfg.steps if cfg.steps is not None else num_steps_for_nfe(solver, cfg.nfe, schedule.final_step)
+        return schedule.grid(steps, process)
+    except ValueError as err:
+        raise ConfigError(f"schedule: {err}") from None
+
+
+def _shape(cfg, spec) -> tuple[int, ...]:
+    """The sample shape: ``shape`` in the config (checked against the denoiser's), else the declared one."""
+    if cfg.shape is None:
+        if spec.shape is None:
+            raise ConfigError("shape=null but the denoiser does not declare its sample shape: give shape=[C,H,W] "
+                              "(images) or shape=[d]")
+        return spec.shape
+    shape = tuple(int(s) for s in cfg.shape)
+    if not shape or min(shape) < 1:
+        raise ConfigError(f"shape={list(cfg.shape)} is not accepted: expected positive sizes, e.g. [2] or [1,8,8]")
+    if spec.shape is not None and shape != spec.shape:
+        raise ConfigError(f"shape={list(shape)} does not fit the denoiser, which declares {list(spec.shape)}")
+    return shape
+
+
+def _metrics(cfg) -> MetricCollection | None:
+    if not cfg.get("metrics"):
+        return None
+    metrics = _built("metrics", cfg.metrics)
+    if isinstance(metrics, Metric):
+        metrics = MetricCollection({type(metrics).__name__.lower(): metrics})
+    if not isinstance(metrics, MetricCollection):
+        raise ConfigError(f"metrics: {cfg.metrics.get('_target_')} builds {type(metrics).__name__}, expected a "
+                          "torchmetrics Metric or MetricCollection")
+    return metrics
+
+
+def build_run(cfg: DictConfig) -> Run:
+    """The run a composed steindiff-sample config describes (see the module docstring)."""
+    check_values(cfg)
+    denoiser = _built("denoiser", cfg.denoiser)
+    spec, notes = spec_of(denoiser), []
+    process = spec.process or make_process(cfg.process)
+    solver = _built("solver", cfg.solver)
+    schedule = _schedule(cfg, spec, notes)
+    grid = _grid(cfg, solver, schedule, process)
+    corrector = _built("corrector", cfg.corrector)
+    observers = [LipschitzObserver(iters=cfg.diagnostics.lipschitz_iters)] if cfg.diagnostics.lipschitz else []
+    return Run(denoiser=denoiser, grid=grid, solver=solver, corrector=corrector, observers=observers,
+               metrics=_metrics(cfg), decoder=_built("decoder", cfg.decoder) if cfg.get("decoder") else None,
+               seeds=run_seeds(cfg), shape=_shape(cfg, spec), process=process,
+               dtype=parse_dtype(cfg.dtype, "dtype", ("float32", "float64")), batch_size=cfg.batch_size,
+               nfe_budget=None if cfg.steps is not None else cfg.nfe, notes=notes)
+

@@ -1,0 +1,290 @@
+"""The SteinDiff corrector (Li & Zeng, ICML 2026, Theorem 4.7 and Algorithm 1).
+
+At step k the solver proposes T(x_k); the residual is u = x_k - T(x_k) and the corrected output is
+x_k - gamma u = (1 - gamma) x_k + gamma T(x_k) (gamma = 1: the uncorrected solver). gamma minimises
+E|x_k - gamma u - x_star|^2; with x_k = alpha x_star + sigma eps, Gaussian Stein's identity
+E<v(x), eps> = sigma E[div v] removes the unknown x_star:
+
+    gamma = [ (1 - 1/alpha) E<u, x_k> + (sigma^2 / alpha) E[div u] ] / E|u|^2,    div u = d - div T,
+
+in the process's native coordinates (alpha = 1, sigma = EDM sigma for VE; the sampling loop works
+in EDM coordinates and this module converts). Expectations are sample means.
+
+Switches for what the paper leaves open (defaults marked; "paper" = the paper's choice):
+
+- ``target``: "state" (paper, literal: T = the solver's next state) or "data" (ours: T = the
+  solver's data prediction; the step then proceeds as x_next = r x + (1 - r) D_corrected).
+  With an exact denoiser on the true marginal, "data" gives gamma = 1 and "state" gives
+  gamma = 1 / (1 - r) (a jump to the posterior mean); see ../shared/method.md.
+- ``statistics``: "batch" (paper: one gamma per step from the whole batch; couples samples, so
+  results depend on batch size and device count), "sample" (one gamma per sample), "group"
+  (one gamma per fixed group of ``group_size`` consecutive seeds, seed // group_size: independent
+  of batch size and device count whenever batches hold whole groups).
+- ``subset``: statistics from the first ``subset`` rows of each batch (or group) only; every row is
+  still corrected. The step is re-evaluated on those rows with autograd (one extra denoiser call on
+  ``subset`` rows per step) instead of differentiating the whole batch.
+- ``gamma_min`` (paper: a lower clip, value unpublished), ``gamma_max`` (ours), ``sigma_window``
+  (ours: outside [lo, hi] gamma = 1), ``correct_first`` / ``correct_last`` (whether the first and
+  last steps are corrected).
+- ``divergence``: "hutchinson" (paper, Gaussian probes, ``num_probes`` = 5 in the paper),
+  "rademacher", "jvp", "finite_difference" (step ``fd_eps`` * sigma), "exact"
+  (``steindiff.core.divergence``).
+
+Non-finite or degenerate statistics (E|u|^2 = 0, NaN, Inf) fall back to gamma = 1 for that step
+(or sample/group) and are counted in the trace; they never crash or poison the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..divergence import (
+    exact_divergence,
+    finite_difference_divergence,
+    jvp_divergence,
+    make_probes,
+    seeded_probes,
+    vjp_divergence,
+)
+from ..solvers.base import StepOutput, transport
+from .base import Corrector, StepContext
+
+__all__ = ["SteinCorrector", "stein_gamma", "TARGETS", "STATISTICS"]
+
+TARGETS = ("state", "data")
+STATISTICS = ("batch", "sample", "group")
+_AUTOGRAD = ("hutchinson", "rademacher", "exact")
+_ESTIMATORS = _AUTOGRAD + ("jvp", "finite_difference")
+
+
+def stein_gamma(u: Tensor, x: Tensor, div_u: Tensor, alpha: float, sigma: float,
+                groups: Tensor | None = None) -> dict[str, Tensor]:
+    """Theorem 4.7's coefficient from native-coordinate residuals u (B, ...), states x, div u (B,).
+
+    ``groups`` (B,) int: one coefficient per group (all zeros = one for the batch); None = one per
+    sample. Returns gamma per row (B,) and the statistics s_xu, s_uu, s_div per group.
+    """
+    s_xu_rows = (u * x).flatten(1).sum(1)
+    s_uu_rows = u.flatten(1).pow(2).sum(1)
+    if groups is None:
+        s_xu, s_uu, s_div, index = s_xu_rows, s_uu_rows, div_u, torch.arange(len(u), device=u.device)
+    else:
+        index = torch.unique(groups, return_inverse=True)[1]
+        n = int(index.max()) + 1
+        count = torch.zeros(n, dtype=u.dtype, device=u.device).index_add_(0, index, torch.ones_like(div_u))
+
+        def mean(v):
+            return torch.zeros(n, dtype=u.dtype, device=u.device).index_add_(0, index, v) / count
+
+        s_xu, s_uu, s_div = mean(s_xu_rows), mean(s_uu_rows), mean(div_u)
+    numerator = (1.0 - 1.0 / alpha) * s_xu + (sigma**2 / alpha) * s_div
+    gamma = numerator / s_uu
+    return {"gamma": gamma, "s_xu": s_xu, "s_uu": s_uu, "s_div": s_div, "index": index}
+
+
+class SteinCorrector(Corrector):
+    """The SteinDiff corrector: x_next from (1 - gamma) x + gamma T(x), gamma from Stein's identity.
+
+    Args:
+        target: "state" (the paper's: T is the next state) or "data" (ours: T is the data prediction).
+        statistics: "batch" (the paper's), "sample" or "group" (seed-aligned groups of ``group_size``).
+        group_size: seeds per group for statistics "group".
+        subset: statistics from the first ``subset`` rows of each batch or group (None: all rows).
+        divergence: "hutchinson" (the paper's), "rademacher", "jvp", "finite_difference" or "exact".
+        num_probes: probes of the stochastic estimators (the paper: 5).
+        fd_eps: finite-difference step, relative to sigma.
+        gamma_min, gamma_max: clip of gamma (None: no clip); the paper clips from below only.
+        sigma_window: (lo, hi): correct only where lo <= sigma <= hi (None: everywhere).
+        correct_first, correct_last: whether the first and the last step are corrected.
+        probe_seed: salt of the per-seed probes.
+
+    NFE: none extra with the autograd estimators on all rows (the step's own evaluation carries the
+    graph; the backward passes are the cost); ``subset`` adds one call on the subset rows per step,
+    "jvp" and "finite_difference" add ``num_probes`` step evaluations per step, counted by the loop.
+    """
+
+    name = "stein"
+
+    def __init__(self, target: str = "data", statistics: str = "batch", group_size: int = 16,
+                 subset: int | None = None, divergence: str = "hutchinson", num_probes: int = 5,
+                 fd_eps: float = 1e-3, gamma_min: float | None = None, gamma_max: float | None = None,
+                 sigma_window: tuple[float, float] | None = None, correct_first: bool = True,
+                 correct_last: bool = True, probe_seed: int = 0):
+        if target not in TARGETS:
+            raise ValueError(f"unknown target {target!r}; accepted: {', '.join(TARGETS)}")
+        if statistics not in STATISTICS:
+            raise ValueError(f"unknown statistics {statistics!r}; accepted: {', '.join(STATISTICS)}")
+        if divergence not in _ESTIMATORS:
+            raise ValueError(f"unknown divergence {divergence!r}; accepted: {', '.join(_ESTIMATORS)}")
+        if int(num_probes) != num_probes or num_probes < 1:
+            raise ValueError(f"num_probes must be an integer >= 1, got {num_probes!r}")
+        if int(group_size) != group_size or group_size < 1:
+            raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
+        if subset is not None and (int(subset) != subset or subset < 1):
+            raise ValueError(f"subset must be None or an integer >= 1, got {subset!r}")
+        if subset is not None and statistics == "sample":
+            raise ValueError("subset statistics need statistics 'batch' or 'group', not 'sample'")
+        if gamma_min is not None and gamma_max is not None and gamma_min > gamma_max:
+            raise ValueError(f"gamma_min ({gamma_min}) must not exceed gamma_max ({gamma_max})")
+        if sigma_window is not None:
+            lo, hi = sigma_window
+            if not 0 <= lo <= hi:
+                raise ValueError(f"sigma_window must be (lo, hi) with 0 <= lo <= hi, got {sigma_window!r}")
+        if fd_eps <= 0:
+            raise ValueError(f"fd_eps must be > 0, got {fd_eps}")
+        self.target, self.statistics, self.group_size = target, statistics, int(group_size)
+        self.subset = None if subset is None else int(subset)
+        self.divergence, self.num_probes, self.fd_eps = divergence, int(num_probes), float(fd_eps)
+        self.gamma_min, self.gamma_max = gamma_min, gamma_max
+        self.sigma_window = None if sigma_window is None else (float(sigma_window[0]), float(sigma_window[1]))
+        self.correct_first, self.correct_last = bool(correct_first), bool(correct_last)
+        self.probe_seed = int(probe_seed)
+
+    @property
+    def requires_grad(self) -> bool:  # differentiate the loop's own step (no extra NFE)
+        return self.divergence in _AUTOGRAD and self.subset is None
+
+    def __repr__(self) -> str:
+        return f"SteinCorrector({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+    # ---- which steps --------------------------------------------------------------------
+    def active(self, context: StepContext) -> bool:
+        if context.index == 0 and not self.correct_first:
+            return False
+        if context.index == context.num_steps - 1 and not self.correct_last:
+            return False
+        if self.sigma_window is not None:
+            lo, hi = self.sigma_window
+            return lo <= context.sigma <= hi
+        return True
+
+    # ---- pieces -------------------------------------------------------------------------
+    def _target(self, out: StepOutput) -> Tensor:
+        return out.x_next if self.target == "state" else out.data_prediction
+
+    def _probes(self, x: Tensor, context: StepContext) -> Tensor:
+        kind = "rademacher" if self.divergence == "rademacher" else "gaussian"
+        if context.seeds is None:  # one generator for the batch
+            g = torch.Generator().manual_seed(self.probe_seed * 1_000_003 + context.index)
+            return make_probes(self.num_probes, x, kind, g)
+        # per-seed probes: independent of batch size, position and device count
+        return seeded_probes(context.seeds, context.index, self.num_probes, x.shape[1:], kind, self.probe_seed,
+                             dtype=x.dtype, device=x.device)
+
+    def _divergence_of_target(self, x: Tensor, out: StepOutput, context: StepContext,
+                              rows: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(x_rows, T(x_rows), div_x T, standard error) for the rows used in the statistics."""
+        if rows is not None:  # re-evaluate the step on the subset, with autograd
+            x_rows = x.detach()[rows]
+            sub_context = StepContext(**{**vars(context), "seeds": None if context.seeds is None
+                                         else context.seeds[rows]})
+            with torch.enable_grad():
+                x_rows = x_rows.requires_grad_(True)
+                t_rows = self._target(context.step_fn(x_rows, rows))
+            probes = self._probes(x_rows, sub_context)
+            return x_rows, t_rows, *self._estimate(x_rows, t_rows, probes, lambda z: self._target(
+                context.step_fn(z, rows)), context.sigma)
+        t = self._target(out)
+        probes = self._probes(x, context)
+        return x, t, *self._estimate(x, t, probes, lambda z: self._target(context.step_fn(z)), context.sigma)
+
+    def _estimate(self, x: Tensor, t: Tensor, probes: Tensor, f, sigma: float) -> tuple[Tensor, Tensor]:
+        if self.divergence in ("hutchinson", "rademacher"):
+            with torch.enable_grad():
+                return vjp_divergence(t, x, probes)
+        if self.divergence == "exact":
+            with torch.enable_grad():
+                return exact_divergence(t, x)
+        if self.divergence == "jvp":
+            return jvp_divergence(f, x, probes)
+        return finite_difference_divergence(f, x, t, probes, eps=self.fd_eps * sigma)
+
+    # ---- the correction -----------------------------------------------------------------
+    def correct(self, x: Tensor, output: StepOutput, context: StepContext) -> tuple[Tensor, dict]:
+        r = context.sigma_next / context.sigma
+        info = {"gamma": 1.0, "corrected": 0.0, "inv_one_minus_r": 1.0 / (1.0 - r), "fallback": 0.0,
+                "clipped": 0.0}
+        if not self.active(context):
+            return output.x_next.detach(), info
+        rows = None
+        if self.subset is not None:
+            rows = self._subset_rows(x, context)
+        x_s, t_s, div_t, div_err = self._divergence_of_target(x, output, context, rows)
+        gamma_rows, stats = self._gamma(x_s.detach(), t_s.detach(), div_t, context, rows, len(x))
+        gamma_rows, fallback, clipped = self._safeguard(gamma_rows)
+        x_next = self._apply(x.detach(), output, gamma_rows, context)
+        info.update({
+            "gamma": float(gamma_rows.mean()), "gamma_min_row": float(gamma_rows.min()),
+            "gamma_max_row": float(gamma_rows.max()), "corrected": 1.0,
+            "s_xu": float(stats["s_xu"].mean()), "s_uu": float(stats["s_uu"].mean()),
+            "s_div": float(stats["s_div"].mean()), "probe_spread": float(div_err.mean()),
+            "fallback": float(fallback), "clipped": float(clipped),
+        })
+        return x_next, info
+
+    def _subset_rows(self, x: Tensor, context: StepContext) -> Tensor:
+        if self.statistics == "batch":
+            return torch.arange(min(self.subset, len(x)), device=x.device)
+        groups = self._groups(context).to(x.device)
+        keep = []
+        for g in torch.unique(groups).tolist():
+            keep.append(torch.nonzero(groups == g).flatten()[: self.subset])
+        return torch.cat(keep)
+
+    def _groups(self, context: StepContext) -> Tensor:
+        if context.seeds is None:
+            raise ValueError("statistics 'group' needs the seeds of the batch (use steindiff.core.sample)")
+        return context.seeds // self.group_size
+
+    def _gamma(self, x: Tensor, t: Tensor, div_t: Tensor, context: StepContext, rows: Tensor | None,
+               batch: int) -> tuple[Tensor, dict]:
+        alpha, alpha_next = context.alpha, context.alpha_next
+        x_native = alpha * x
+        if self.target == "state":
+            t_native = alpha_next * t
+            div_native = (alpha_next / alpha) * div_t
+        else:
+            t_native, div_native = t, div_t / alpha
+        d = x[0].numel()
+        u = x_native - t_native
+        div_u = d - div_native
+        sigma_native = alpha * context.sigma
+        if self.statistics == "sample":
+            stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, None)
+            return stats["gamma"], stats
+        if self.statistics == "batch":
+            groups = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+            stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups)
+            return stats["gamma"][0].expand(batch).clone(), stats
+        all_groups = self._groups(context).to(x.device)  # (batch,)
+        groups = all_groups if rows is None else all_groups[rows]
+        stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups)
+        used = torch.unique(groups)
+        # each row of the batch gets its group's gamma (every group has statistics rows)
+        position = torch.searchsorted(used, all_groups)
+        return stats["gamma"][position], stats
+
+    def _safeguard(self, gamma: Tensor) -> tuple[Tensor, int, int]:
+        bad = ~torch.isfinite(gamma)
+        fallback = int(bad.sum())
+        gamma = torch.where(bad, torch.ones_like(gamma), gamma)
+        clipped = 0
+        if self.gamma_min is not None:
+            clipped += int((gamma < self.gamma_min).sum())
+            gamma = gamma.clamp_min(self.gamma_min)
+        if self.gamma_max is not None:
+            clipped += int((gamma > self.gamma_max).sum())
+            gamma = gamma.clamp_max(self.gamma_max)
+        return gamma, fallback, clipped
+
+    def _apply(self, x: Tensor, output: StepOutput, gamma: Tensor, context: StepContext) -> Tensor:
+        g = gamma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        x_native = context.alpha * x
+        if self.target == "state":
+            t_native = context.alpha_next * output.x_next.detach()
+            corrected = (1 - g) * x_native + g * t_native
+            return corrected / context.alpha_next if context.alpha_next > 0 else corrected
+        d_corrected = (1 - g) * x_native + g * output.data_prediction.detach()
+        return transport(x, context.sigma, context.sigma_next, d_corrected)
+

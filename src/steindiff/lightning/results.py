@@ -1,0 +1,111 @@
+"""The results of a sampling run: results.json, config.yaml, plots and logger extras, written by a callback.
+
+``RunResults`` runs when ``trainer.test`` ends: every rank waits until all shards are on disk, then
+rank 0 checks the folder (every requested seed present once), writes ``results.json`` (setting,
+metrics, measured and expected NFE, sigma grid, per-step trace summary, ``complete``) atomically,
+``config.yaml``, the plots (scatter.png for 2-D samples, samples.png for images, gamma.png with a
+corrector, lipschitz.png with the Lipschitz observer), and logs the trace and plots to W&B.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import WandbLogger
+
+from steindiff.io import atomic_write_text
+from steindiff.plots import image_grid, lipschitz_plot, scatter_plot, trace_plot
+
+from .shards import load_samples, verify_run
+
+__all__ = ["RunResults", "trace_summary"]
+
+
+def trace_summary(traces: list[dict]) -> list[dict]:
+    """Per step: the mean over batches of every numeric trace entry."""
+    steps: dict[int, dict[str, list[float]]] = {}
+    for t in traces:
+        row = steps.setdefault(t["step"], {})
+        for k, v in t.items():
+            if isinstance(v, int | float) and k not in ("batch", "step"):
+                row.setdefault(k, []).append(float(v))
+    return [{"step": i, **{k: sum(v) / len(v) for k, v in row.items()}} for i, row in sorted(steps.items())]
+
+
+class RunResults(pl.Callback):
+    """Writes a sampling run's results once every rank has finished (rank 0 writes).
+
+    Args:
+        out_dir: the run folder.
+        info: what the app knows and the module does not: setting (label), solver and corrector (the
+            config choices), nfe_budget, seed_set, config (the resolved config as a dict).
+        config_yaml: the resolved config as YAML (written as config.yaml).
+        plots: draw the plots.
+    """
+
+    def __init__(self, out_dir: str | Path, info: dict, config_yaml: str, plots: bool = True):
+        self.out_dir, self.info, self.config_yaml, self.plots = Path(out_dir), dict(info), config_yaml, bool(plots)
+        self.results: dict = {}
+
+    def on_test_end(self, trainer: pl.Trainer, module) -> None:
+        trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads them
+        if trainer.global_rank != 0:
+            return
+        run = module.run
+        results = {**self.info, "nfe": module.nfe, "expected_nfe": run.expected_nfe,
+                   "num_steps": run.grid.num_steps, "final_step": run.grid.final_step, "process": repr(run.process),
+                   "num_samples": len(run.seeds), "seeds": f"{run.seeds[0]}..{run.seeds[-1]}",
+                   "metrics": module.computed_metrics, "sigmas": run.grid.tolist(),
+                   "trace": trace_summary(module.traces), "solver_repr": repr(run.solver),
+                   "corrector_repr": repr(run.corrector), "observers": [repr(o) for o in run.observers],
+                   "notes": run.notes, "complete": verify_run(self.out_dir, run.seeds)["complete"],
+                   "resumed_batches": module.resumed_batches}
+        atomic_write_text(self.out_dir / "config.yaml", self.config_yaml)
+        if self.plots:
+            self._plot(module, results)
+        atomic_write_text(self.out_dir / "results.json", json.dumps(results, indent=1, default=str))
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                _log_wandb(logger, results, self.out_dir)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in results["metrics"].items())
+        print(f"{results['setting']}: NFE {results['nfe']} ({results['num_steps']} steps, final step "
+              f"{results['final_step']}); {shown}; wrote {self.out_dir}")
+        self.results = results
+
+    def _plot(self, module, results: dict) -> None:
+        _, samples = load_samples(self.out_dir)
+        title, trace = results["setting"], results["trace"]
+        if samples.ndim == 2 and samples.shape[1] == 2:
+            exact = module.metrics["energy_distance"].data if module.metrics is not None \
+                and "energy_distance" in module.metrics else None
+            scatter_plot(self.out_dir / "scatter.png", samples, exact, title)
+        if samples.ndim == 4 or module.decoder is not None:
+            image_grid(self.out_dir / "samples.png", module.decoded(samples[:64]), title)
+        if any("gamma" in t for t in trace):
+            trace_plot(self.out_dir / "gamma.png", trace, "gamma", title)
+        if any("lipschitz_mean" in t for t in trace):
+            lipschitz_plot(self.out_dir / "lipschitz.png", trace, title)
+
+
+def _log_wandb(logger: WandbLogger, results: dict, out_dir: Path) -> None:
+    """The per-step trace as a table and line plots, the plots as uint8 images, the final metrics."""
+    import wandb  # start-up: only runs with a W&B logger import it (0.4 s)
+    from PIL import Image  # start-up: as above (Pillow comes with matplotlib)
+
+    run, trace = logger.experiment, results["trace"]
+    if trace:
+        columns = sorted({k for t in trace for k in t})
+        table = wandb.Table(columns=columns, data=[[t.get(c) for c in columns] for t in trace])
+        run.log({"trace": table})
+        for key in ("gamma", "lipschitz_mean"):
+            if key in columns:
+                run.log({f"{key}_per_step": wandb.plot.line(table, "step", key, title=f"{key} per step")})
+    for name in ("scatter", "samples", "gamma", "lipschitz"):
+        path = out_dir / f"{name}.png"
+        if path.exists():
+            run.log({name: wandb.Image(np.asarray(Image.open(path).convert("RGB"), dtype=np.uint8))})
+    run.summary.update({f"final/{k}": v for k, v in results["metrics"].items()})
+    run.summary.update({"nfe": results["nfe"], "num_steps": results["num_steps"]})
