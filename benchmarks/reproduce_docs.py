@@ -37,9 +37,11 @@ def recorded_runs(only: str | None, sweeps: bool) -> list[Path]:
 def rerun(folder: Path, scratch: Path) -> dict:
     overrides = [o for o in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
                  if not o.startswith("hydra.")]
+    if not any(o.startswith("num_threads=") for o in overrides):
+        overrides.append("num_threads=null")  # the runs made before the setting existed had torch's default
     out = scratch / folder.relative_to(ROOT / "docs")
     # torch's default thread count, as the committed runs had: reductions over threads round differently,
-    # so OMP_NUM_THREADS=1 moves some metrics in the 16th digit
+    # so one thread moves some metrics in the 16th digit
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(scratch / "wandb"), "WANDB_SILENT": "true"}
     env.pop("OMP_NUM_THREADS", None)
     start = time.perf_counter()

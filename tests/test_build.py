@@ -104,7 +104,8 @@ def test_declared_process_and_trained_range_are_used():
     (["experiment=digits", "metrics=mixture"], "metrics: metrics=mixture needs the exact mixture .* give "
                                                 "metrics.data=ring2d"),
     (["diagnostics.lipschitz_iters=-1"], "lipschitz_iters=-1 is not accepted"),
-    (["nfe=0"], "nfe=0 is not accepted"), (["dtype=half"], "dtype='half'"), (["process=vq"], "process='vq'"),
+    (["nfe=0"], "nfe=0 is not accepted"), (["num_threads=0"], "num_threads=0 is not accepted"),
+    (["dtype=half"], "dtype='half'"), (["process=vq"], "process='vq'"),
     (["schedule.final_step=half"], "schedule: unknown final_step 'half'"),
     (["schedule.sigma_min=100"], "schedule: need 0 < sigma_min < sigma_max, got sigma_min=100, sigma_max=80.0"),
     (["corrector=stein", "corrector.num_probes=0"], "corrector: num_probes"),

@@ -40,3 +40,34 @@ def test_good_seeds():
     assert check_seeds(range(3)) == [0, 1, 2]
     with pytest.raises(ValueError, match="distinct"):
         check_seeds([1, 1])
+
+
+def _seeded_probes_by_formula(seeds, step, num_probes, shape, kind, salt):
+    """The per-seed probes written as plainly as possible (no in-place steps): the reference."""
+    def mix(z):  # SplitMix64 on int64 bit patterns, each step a new tensor
+        def shr(v, k):
+            return (v >> k) & ((1 << (64 - k)) - 1)
+        z = z + (0x9E3779B97F4A7C15 - (1 << 64))
+        z = (z ^ shr(z, 30)) * (0xBF58476D1CE4E5B9 - (1 << 64))
+        z = (z ^ shr(z, 27)) * (0x94D049BB133111EB - (1 << 64))
+        return z ^ shr(z, 31)
+
+    n = num_probes * int(torch.Size(shape).numel())
+    key = mix(seeds.to(torch.int64) * 1_000_003 + step * 7919 + salt * 104_729)
+    bits = mix(key[:, None] ^ mix(torch.arange(2 * n, dtype=torch.int64))[None, :])
+    if kind == "rademacher":
+        values = (((bits[:, :n] >> 63) & 1) * 2 - 1).to(torch.float64)
+    else:
+        u = (((bits >> 11) & ((1 << 53) - 1)).to(torch.float64) + 0.5) / float(1 << 53)
+        values = torch.sqrt(-2.0 * torch.log(u[:, :n])) * torch.cos(2 * torch.pi * u[:, n:])
+    return values.reshape(len(seeds), num_probes, *shape).transpose(0, 1)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("shape", [(32,), (1, 8, 8)])
+def test_seeded_probes_equal_their_formula_bit_for_bit(kind, shape):
+    from steindiff.core.divergence import seeded_probes
+
+    seeds = torch.tensor([0, 1, 7, 2**62, 123456789012, MAX_SEED])
+    fast = seeded_probes(seeds, 3, 5, shape, kind, salt=2, dtype=torch.float64)
+    assert torch.equal(fast, _seeded_probes_by_formula(seeds, 3, 5, shape, kind, 2))

@@ -1,6 +1,7 @@
 """The SteinDiff corrector computes what the paper says (checked on the exact mixture test-bed)."""
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -164,15 +165,17 @@ def test_hutchinson_is_unbiased_and_batched_equals_looped(kind):
     y = data(x, 0.3)
     exact = data.divergence(x.detach(), torch.full((16,), 0.3, dtype=torch.float64))
     probes = make_probes(4000, x, kind, torch.Generator().manual_seed(0))
-    mean, err = vjp_divergence(y, x, probes)
+    mean, err = vjp_divergence(y, x, probes, retain_graph=True)
     assert bool(((mean - exact).abs() < 4 * err + 1e-9).all()), (mean - exact) / err
     assert float(err.mean()) < 0.2 * float(exact.abs().mean())
     few = probes[:5]
-    batched, _ = vjp_divergence(y, x, few, batched=True)
-    looped, _ = vjp_divergence(y, x, few, batched=False)
-    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
-    exact_autograd, _ = exact_divergence(y, x)
+    batched, _ = vjp_divergence(y, x, few, batched=True, retain_graph=True)
+    exact_autograd, _ = exact_divergence(y, x, retain_graph=True)
     torch.testing.assert_close(exact_autograd, exact, rtol=1e-10, atol=1e-10)
+    looped, _ = vjp_divergence(y, x, few)  # the default: one backward per probe, the graph released at the end
+    torch.testing.assert_close(batched, looped, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        vjp_divergence(y, x, few)
 
 
 def test_estimators_agree_on_the_same_probes():
@@ -351,3 +354,29 @@ def test_seeded_probes_depend_on_the_seed_alone_and_are_standard():
     assert not torch.equal(seeded_probes(torch.tensor([7]), 4, 5, (4,))[:, 0], p[:, 7].float())
     r = seeded_probes(torch.arange(1000), 0, 3, (8,), "rademacher")
     assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(float(r.mean())) < 0.03
+
+
+class _Remembering(type(mixture_preset("ring2d"))):
+    """The ring2d mixture; remembers weak references to a tensor that autograd saves inside each call,
+    and counts, at every call, how many of the earlier calls' saved tensors are still alive."""
+
+    def __init__(self, base):
+        super().__init__(base.weights, base.means, base.stds, temperature=0.5)
+        self.refs, self.alive_at_call = [], []
+
+    def denoise(self, x, sigma, labels):
+        self.alive_at_call.append(sum(r() is not None for r in self.refs))
+        h = x * 1.0  # a new tensor that sin() saves for its backward pass
+        self.refs.append(weakref.ref(h))
+        return super().denoise(h, sigma, labels) + 0.0 * torch.sin(h)
+
+
+@pytest.mark.parametrize("options", [{}, {"batched_vjp": True}, {"sigma_window": (10.0, 100.0)}])
+def test_no_graph_outlives_its_step(options):
+    """The Stein corrector's backward passes release the step's graph, and the loop keeps no reference to
+    it (steps outside the sigma window build a graph that no backward pass frees): when step i + 1
+    evaluates the denoiser, nothing saved by step i's evaluation is alive."""
+    data = _Remembering(mixture_preset("ring2d"))
+    sample(data, build_sigmas("edm", 6, "zero"), make_solver("dpmpp_2m"),
+           SteinCorrector(num_probes=3, **options), seeds=range(32), shape=(2,))
+    assert len(data.alive_at_call) == 6 and data.alive_at_call == [0] * 6

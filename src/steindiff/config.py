@@ -17,7 +17,7 @@ from steindiff.errors import ConfigError
 __all__ = ["SampleConfig", "register_schema", "check_values", "int_at_least", "RESUMABLE_KEYS"]
 
 #: keys that do not change what a run computes: a run folder may be resumed with them changed
-RESUMABLE_KEYS = ("logger", "trainer", "plots", "debug", "run_name", "run_group")
+RESUMABLE_KEYS = ("logger", "trainer", "plots", "debug", "run_name", "run_group", "num_threads")
 
 
 @dataclass
@@ -55,6 +55,7 @@ class SampleConfig:
     seeds: str | None = None
     batch_size: int = 500
     dtype: str = "float32"
+    num_threads: int | None = 1
     shape: list[int] | None = None
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     plots: bool = True
@@ -87,6 +88,7 @@ def check_values(cfg) -> None:
     int_at_least(cfg, "num_samples", 1)
     int_at_least(cfg, "seed_set", 0)
     int_at_least(cfg, "batch_size", 1)
+    int_at_least(cfg, "num_threads", 1, allow_none=True)
     int_at_least(cfg.diagnostics, "lipschitz_iters", 1)
     from steindiff.core.processes import PROCESSES  # start-up: imports torch (1.2 s); --help never needs it
 

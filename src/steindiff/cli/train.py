@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from steindiff.cli.app import hydra_app
+from steindiff.config import int_at_least
 from steindiff.errors import ConfigError
 from steindiff.io import atomic_write_text
 from steindiff.runfolder import claim_run_folder
@@ -39,8 +40,6 @@ _DATA_ONLY_KEYS = ("channels", "dim")  # read by the net config, not passed to t
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError (one line) on the first invalid value of a composed training config."""
-    from steindiff.config import int_at_least  # start-up: it imports the core (torch, 1.2 s); --help needs none
-
     for key, low in (("max_steps", 1), ("batch_size", 1), ("seed", 0), ("val_every_steps", 1),
                      ("checkpoint_every_steps", 1)):
         int_at_least(cfg, key, low)

@@ -52,14 +52,16 @@ def seeded_probes(seeds: Tensor, step: int, num_probes: int, shape, kind: str = 
         raise ValueError(f"unknown probe kind {kind!r}; accepted: gaussian, rademacher")
     n = int(num_probes) * int(torch.Size(shape).numel())
     key = splitmix64(seeds.to(torch.int64).cpu() * 1_000_003 + int(step) * 7919 + int(salt) * 104_729)  # (B,)
-    counter = torch.arange(2 * n, dtype=torch.int64)
-    bits = splitmix64(key[:, None] ^ splitmix64(counter)[None, :])  # (B, 2n)
+    counter = torch.arange(n if kind == "rademacher" else 2 * n, dtype=torch.int64)  # Rademacher needs n bits
+    bits = splitmix64(key[:, None] ^ splitmix64(counter)[None, :])  # (B, n or 2n)
     if kind == "rademacher":
-        values = (shift_right(bits[:, :n], 63) * 2 - 1).to(torch.float64)
-    else:
-        u = (shift_right(bits, 11).to(torch.float64) + 0.5) / float(1 << 53)  # uniform in (0, 1)
-        u1, u2 = u[:, :n], u[:, n:]
-        values = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)
+        values = (shift_right(bits, 63) * 2 - 1).to(torch.float64)
+    else:  # in place, in the same order of operations as the formulas in the comments (the same bits)
+        bits >>= 11
+        bits &= (1 << 53) - 1
+        u = bits.to(torch.float64).add_(0.5).mul_(1.0 / (1 << 53))  # (bits + 0.5) / 2^53: uniform in (0, 1)
+        values = u[:, :n].log_().mul_(-2.0).sqrt_()  # sqrt(-2 log u1)
+        values *= u[:, n:].mul_(2 * torch.pi).cos_()  # * cos(2 pi u2)
     values = values.reshape(len(seeds), int(num_probes), *shape).transpose(0, 1)
     return values.to(device=device if device is not None else seeds.device, dtype=dtype).contiguous()
 
@@ -76,18 +78,25 @@ def _reduce(quad: Tensor) -> tuple[Tensor, Tensor]:
     return mean, err
 
 
-def vjp_divergence(y: Tensor, x: Tensor, probes: Tensor, batched: bool = True) -> tuple[Tensor, Tensor]:
-    """Hutchinson through VJPs of the graph y(x). ``batched=False`` loops over probes (reference)."""
+def vjp_divergence(y: Tensor, x: Tensor, probes: Tensor, batched: bool = False,
+                   retain_graph: bool = False) -> tuple[Tensor, Tensor]:
+    """Hutchinson through VJPs of the graph y(x): (mean over probes of v^T dy/dx v, its standard error).
+
+    The default loops over the probes, one backward pass each, and releases the graph on the last
+    one (``retain_graph=False``), so no activation outlives the estimate: on CPU this is the
+    physical floor (one forward plus M backward passes). ``batched=True`` asks autograd for all
+    probes at once (``is_grads_batched``, torch's vmap): the same numbers to float rounding, faster
+    only where every backward op has a batching rule (measure on your device).
+    """
     if batched:
-        (g,) = torch.autograd.grad(y, x, grad_outputs=probes, is_grads_batched=True, retain_graph=True)
-        quad = _per_sample(probes, g)
-    else:
-        rows = []
-        for v in probes:
-            (g,) = torch.autograd.grad(y, x, grad_outputs=v, retain_graph=True)
-            rows.append((v * g).flatten(1).sum(-1))
-        quad = torch.stack(rows)
-    return _reduce(quad.detach())
+        (g,) = torch.autograd.grad(y, x, grad_outputs=probes, is_grads_batched=True, retain_graph=retain_graph)
+        return _reduce(_per_sample(probes, g).detach())
+    rows = []
+    for i, v in enumerate(probes):
+        keep = retain_graph or i < len(probes) - 1
+        (g,) = torch.autograd.grad(y, x, grad_outputs=v, retain_graph=keep)
+        rows.append((v * g).flatten(1).sum(-1).detach())
+    return _reduce(torch.stack(rows))
 
 
 def jvp_divergence(f: Callable[[Tensor], Tensor], x: Tensor, probes: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,10 +127,12 @@ def finite_difference_divergence(f: Callable[[Tensor], Tensor], x: Tensor, fx: T
     return _reduce(torch.stack(rows))
 
 
-def exact_divergence(y: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Trace of the per-sample Jacobian from d basis-vector VJPs of the graph y(x) (small d only)."""
+def exact_divergence(y: Tensor, x: Tensor, retain_graph: bool = False) -> tuple[Tensor, Tensor]:
+    """Trace of the per-sample Jacobian from d basis-vector VJPs of the graph y(x) (small d only);
+    the graph is released afterwards unless ``retain_graph``."""
     d = x[0].numel()
     basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape(d, 1, *x.shape[1:]).expand(d, *x.shape)
-    (g,) = torch.autograd.grad(y, x, grad_outputs=basis.contiguous(), is_grads_batched=True, retain_graph=True)
+    (g,) = torch.autograd.grad(y, x, grad_outputs=basis.contiguous(), is_grads_batched=True,
+                               retain_graph=retain_graph)
     trace = _per_sample(basis, g).sum(0)
     return trace.detach(), torch.zeros_like(trace).detach()

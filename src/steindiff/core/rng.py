@@ -96,11 +96,19 @@ def shift_right(z: Tensor, k: int) -> Tensor:
 
 
 def splitmix64(z: Tensor) -> Tensor:
-    """SplitMix64 finaliser on int64 tensors, elementwise, in wrapping arithmetic (bit patterns)."""
+    """SplitMix64 finaliser on int64 tensors, elementwise, in wrapping arithmetic (bit patterns).
+
+    A new tensor (``z`` is not changed); the steps run in place on it and one scratch tensor.
+    """
     z = z + _GOLDEN
-    z = (z ^ shift_right(z, 30)) * _MIX1
-    z = (z ^ shift_right(z, 27)) * _MIX2
-    return z ^ shift_right(z, 31)
+    scratch = torch.empty_like(z)
+    for shift, multiplier in ((30, _MIX1), (27, _MIX2), (31, None)):
+        torch.bitwise_right_shift(z, shift, out=scratch)
+        scratch &= (1 << (64 - shift)) - 1  # a logical shift: clear the copied sign bits
+        z ^= scratch
+        if multiplier is not None:
+            z *= multiplier
+    return z
 
 
 def splitmix64_int(z: int) -> int:

@@ -120,6 +120,7 @@ def integrate(denoiser, x: Tensor, grid: SigmaGrid | Tensor, solver: Solver, cor
         except DenoiserOutputError as err:
             raise DenoiserOutputError(f"{err} at step {i} (sigma {sigmas[i]:.4g})") from None
         state = output.state.detach() if corrector.requires_grad else output.state
+        del output  # the step's graph (when differentiated) must not live into the next step
         trace.append({"batch": batch_index, "step": i, "sigma": sigmas[i], "sigma_next": sigmas[i + 1],
                       "nfe": counter.calls, **info})
         finite.append(torch.isfinite(x).all())  # read once after the loop: no device sync per step

@@ -98,6 +98,11 @@ class SteinCorrector(Corrector):
         sigma_window: (lo, hi): correct only where lo <= sigma <= hi (None: everywhere).
         correct_first, correct_last: whether the first and the last step are corrected.
         probe_seed: salt of the per-seed probes.
+        batched_vjp: the Hutchinson VJPs of all probes in one batched backward call (torch's vmap) instead
+            of one call per probe; the same numbers to float rounding. Off by default: on CPU the loop was
+            measured at the floor's time and memory, the batched call at up to 1.4x its time and 1.8x its
+            memory (vmap falls back to a loop for convolution and group-norm backward, then concatenates;
+            benchmarks/stein_floor.py).
 
     NFE: none extra with the autograd estimators on all rows (the step's own evaluation carries the
     graph; the backward passes are the cost); ``subset`` adds one call on the subset rows per step,
@@ -110,7 +115,7 @@ class SteinCorrector(Corrector):
                  subset: int | None = None, divergence: str = "hutchinson", num_probes: int = 5,
                  fd_eps: float = 1e-3, gamma_min: float | None = None, gamma_max: float | None = None,
                  sigma_window: tuple[float, float] | None = None, correct_first: bool = True,
-                 correct_last: bool = True, probe_seed: int = 0):
+                 correct_last: bool = True, probe_seed: int = 0, batched_vjp: bool = False):
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; accepted: {', '.join(TARGETS)}")
         if statistics not in STATISTICS:
@@ -140,6 +145,7 @@ class SteinCorrector(Corrector):
         self.sigma_window = None if sigma_window is None else (float(sigma_window[0]), float(sigma_window[1]))
         self.correct_first, self.correct_last = bool(correct_first), bool(correct_last)
         self.probe_seed = int(probe_seed)
+        self.batched_vjp = bool(batched_vjp)
 
     @property
     def requires_grad(self) -> bool:  # differentiate the loop's own step (no extra NFE)
@@ -192,7 +198,7 @@ class SteinCorrector(Corrector):
     def _estimate(self, x: Tensor, t: Tensor, probes: Tensor, f, sigma: float) -> tuple[Tensor, Tensor]:
         if self.divergence in ("hutchinson", "rademacher"):
             with torch.enable_grad():
-                return vjp_divergence(t, x, probes)
+                return vjp_divergence(t, x, probes, batched=self.batched_vjp)
         if self.divergence == "exact":
             with torch.enable_grad():
                 return exact_divergence(t, x)
