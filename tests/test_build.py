@@ -156,3 +156,13 @@ def test_each_piece_is_built_and_checked_once(monkeypatch):
     run = build_run(compose_sample_config(["num_samples=40", "batch_size=10", "corrector=stein"]))
     run.sample()
     assert calls == {"check_sigmas": 1, "solver": 1}
+
+
+def test_trajectory_metric_gets_the_runs_own_denoiser():
+    run = build_run(compose_sample_config(["metrics=trajectory", "metrics.num_steps=32", "num_samples=16",
+                                           "nfe=4"]))
+    metric = run.metrics["trajectory_error"]
+    assert metric.denoiser is run.denoiser  # not a second copy built from the config
+    result = run.sample()
+    run.metrics.update(result.samples, seeds=torch.tensor(run.seeds))
+    assert 0 < float(run.metrics.compute()["trajectory_error"]) < 10

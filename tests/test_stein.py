@@ -380,3 +380,25 @@ def test_no_graph_outlives_its_step(options):
     sample(data, build_sigmas("edm", 6, "zero"), make_solver("dpmpp_2m"),
            SteinCorrector(num_probes=3, **options), seeds=range(32), shape=(2,))
     assert len(data.alive_at_call) == 6 and data.alive_at_call == [0] * 6
+
+
+def test_steps_left_uncorrected_build_no_graph():
+    """Outside the sigma window the Stein corrector leaves the step alone, so the loop evaluates it without
+    autograd; the samples are the same as when every step carried a graph."""
+    seen = []
+
+    class Watching(type(mixture_preset("ring2d"))):
+        def denoise(self, x, sigma, labels):
+            seen.append((float(sigma[0]), x.requires_grad))
+            return super().denoise(x, sigma, labels)
+
+    base = mixture_preset("ring2d")
+    data = Watching(base.weights, base.means, base.stds, temperature=0.5)
+    grid = build_sigmas("edm", 6, "zero")
+    res = sample(data, grid, make_solver("dpmpp_2m"), SteinCorrector(sigma_window=(1.0, 100.0)), seeds=range(32),
+                 shape=(2,))
+    assert [needs for s, needs in seen] == [s >= 1.0 for s, _ in seen] and any(s < 1.0 for s, _ in seen)
+    with_graphs = SteinCorrector(sigma_window=(1.0, 100.0))
+    with_graphs.differentiates = lambda context: True  # the loop as it was: a graph at every step
+    again = sample(data, grid, make_solver("dpmpp_2m"), with_graphs, seeds=range(32), shape=(2,))
+    assert torch.equal(res.samples, again.samples)

@@ -161,10 +161,12 @@ def _shape(cfg, spec) -> tuple[int, ...]:
     return shape
 
 
-def _metrics(cfg) -> MetricCollection | None:
+def _metrics(cfg, denoiser) -> MetricCollection | None:
+    """The metrics; a metrics config with a ``denoiser`` key (the trajectory error) gets the run's own
+    denoiser object, not a second copy built from the interpolated config."""
     if not cfg.get("metrics"):
         return None
-    metrics = _built("metrics", cfg.metrics)
+    metrics = _built("metrics", cfg.metrics, **({"denoiser": denoiser} if "denoiser" in cfg.metrics else {}))
     if isinstance(metrics, Metric):
         metrics = MetricCollection({type(metrics).__name__.lower(): metrics})
     if not isinstance(metrics, MetricCollection):
@@ -185,7 +187,7 @@ def build_run(cfg: DictConfig) -> Run:
     corrector = _built("corrector", cfg.corrector)
     observers = [LipschitzObserver(iters=cfg.diagnostics.lipschitz_iters)] if cfg.diagnostics.lipschitz else []
     return Run(denoiser=denoiser, grid=grid, solver=solver, corrector=corrector, observers=observers,
-               metrics=_metrics(cfg), decoder=_built("decoder", cfg.decoder) if cfg.get("decoder") else None,
+               metrics=_metrics(cfg, denoiser), decoder=_built("decoder", cfg.decoder) if cfg.get("decoder") else None,
                seeds=run_seeds(cfg), shape=_shape(cfg, spec), process=process,
                dtype=parse_dtype(cfg.dtype, "dtype", ("float32", "float64")), batch_size=cfg.batch_size,
                nfe_budget=None if cfg.steps is not None else cfg.nfe, notes=notes)

@@ -81,13 +81,13 @@ class _Step:
 
 def _corrected_step(step: _Step, x: Tensor, corrector: Corrector, observers, context_kw: dict):
     """One corrected step: (x_next, solver output, the step's trace numbers)."""
-    if corrector.requires_grad:
+    context = StepContext(sigma=step.sigma, sigma_next=step.sigma_next, step_fn=step, **context_kw)
+    if corrector.differentiates(context):  # a graph only where the corrector will differentiate it
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             output = step(x)
     else:
         output = step(x)
-    context = StepContext(sigma=step.sigma, sigma_next=step.sigma_next, step_fn=step, **context_kw)
     x_next, info = corrector.correct(x, output, context)
     for observer in observers:
         info = {**info, **observer.observe(x, output, context)}

@@ -76,6 +76,7 @@ class SamplingModule(pl.LightningModule):
                  stop_requested=None):
         super().__init__()
         self.run = run
+        # the run's modules as attributes: registered as submodules, so Lightning moves them to the device
         self.denoiser, self.metrics, self.decoder = run.denoiser, run.metrics, run.decoder
         self.out_dir = Path(out_dir)
         self.traces: list[dict] = []

@@ -50,11 +50,16 @@ class Corrector:
     """Base class and the "none" corrector: the solver's candidate is the next state.
 
     Subclasses override ``correct``; ``requires_grad = True`` asks the loop for a step evaluated with
-    autograd on x. NFE: none of its own (a subclass's docstring states any extra calls).
+    autograd on x (``differentiates(context)`` narrows that to the steps that need it).
+    NFE: none of its own (a subclass's docstring states any extra calls).
     """
 
     name = "none"
     requires_grad = False
+
+    def differentiates(self, context: StepContext) -> bool:
+        """Whether this step must be evaluated with autograd on x (asked before the step is evaluated)."""
+        return self.requires_grad
 
     def correct(self, x: Tensor, output: StepOutput, context: StepContext) -> tuple[Tensor, dict]:
         return output.x_next, {}

@@ -155,6 +155,9 @@ class SteinCorrector(Corrector):
         return f"SteinCorrector({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
     # ---- which steps --------------------------------------------------------------------
+    def differentiates(self, context: StepContext) -> bool:  # no graph for the steps left uncorrected
+        return self.requires_grad and self.active(context)
+
     def active(self, context: StepContext) -> bool:
         if context.index == 0 and not self.correct_first:
             return False
