@@ -76,6 +76,7 @@ def test_default_run_writes_everything(tmp_path):
     out = tmp_path / "run"
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] and results["nfe"] == results["expected_nfe"] == 8
+    assert 0 < results["timing"]["first_batch_s"] < 600 and results["timing"]["sampling_s"] >= 0
     assert set(results["metrics"]) >= {"energy_distance", "nll"}
     assert len(results["trace"]) == 8 and all("gamma" in t and "lipschitz_mean" in t for t in results["trace"])
     for name in ("scatter.png", "gamma.png", "lipschitz.png", "config.yaml", "csv/version_0/metrics.csv"):

@@ -29,8 +29,8 @@ def test_image_run_with_digits_metrics(tmp_path):
                    "solver=heun", "nfe=9", "num_samples=60", "batch_size=32")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert set(results["metrics"]) == {"fid", "kid", "inception_score"} and results["complete"]
-    assert results["metrics"]["fid"] > 0 and np.isfinite(results["metrics"]["kid"])
+    assert set(results["metrics"]) == {"digits_fid", "digits_kid", "digits_inception_score"} and results["complete"]
+    assert results["metrics"]["digits_fid"] > 0 and np.isfinite(results["metrics"]["digits_kid"])
     assert (tmp_path / "run" / "samples.png").is_file()
 
 
@@ -91,7 +91,7 @@ def test_latent_pipeline_with_decoder_end_to_end(tmp_path):
                    "nfe=3", "num_samples=6", "batch_size=6")
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert np.isfinite(results["metrics"]["fid"]) and "VPDiscrete" in results["process"]
+    assert np.isfinite(results["metrics"]["torchscript_fid"]) and "VPDiscrete" in results["process"]
     shard = next((tmp_path / "run" / "samples").glob("*.npz"))
     assert np.load(shard)["samples"].shape == (6, 4, 8, 8)  # latents on disk
     assert (tmp_path / "run" / "samples.png").is_file()  # decoded images in the grid
@@ -103,7 +103,7 @@ def test_learned_digits_experiment_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["nfe"] == 11 and results["solver"] == "heun" and results["complete"]
-    assert set(results["metrics"]) == {"fid", "kid", "inception_score"}
+    assert set(results["metrics"]) == {"digits_fid", "digits_kid", "digits_inception_score"}
     assert (tmp_path / "run" / "samples.png").is_file()
 
 

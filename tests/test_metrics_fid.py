@@ -226,9 +226,9 @@ def test_digits_metric_collection_and_inception_score():
     for chunk in test.split(100):
         metrics.update(chunk)
     values = metrics.compute()
-    assert set(values) == {"fid", "kid", "inception_score"}
-    assert 0 < float(values["fid"]) < 40  # held-out real digits (measured: 17.3)
-    assert float(values["inception_score"]) > 8  # 10 classes, confidently and evenly recognised
+    assert set(values) == {"digits_fid", "digits_kid", "digits_inception_score"}  # named with their feature space
+    assert 0 < float(values["digits_fid"]) < 40  # held-out real digits (measured: 17.3)
+    assert float(values["digits_inception_score"]) > 8  # 10 classes, confidently and evenly recognised
     with pytest.raises(ValueError, match="exactly one of"):
         image_metrics("digits")
     with pytest.raises(ValueError, match="needs a classifier with logits"):
@@ -284,7 +284,7 @@ def test_torchscript_features_stand_in(tmp_path):
     metrics = image_metrics("torchscript", weights=str(path), reference=None, reference_data="digits_train",
                             reference_size=16, feature_kwargs={"input_size": [24, 24]})
     metrics.update(digits_images("test", 16))  # grey digits are repeated to RGB
-    assert np.isfinite(float(metrics.compute()["fid"]))
+    assert np.isfinite(float(metrics.compute()["torchscript_fid"]))
     not_script = tmp_path / "state.pt"
     torch.save(net.state_dict(), not_script)
     with pytest.raises(CheckpointError, match="not a TorchScript"):
@@ -348,11 +348,11 @@ def test_ddp_two_processes_equal_one(tmp_path):
     expected = _ddp_values([digits_images("test")])
     for rank in range(2):  # compute() on every rank gives the single-process numbers
         values = torch.load(f"{out}.{rank}")
-        assert values["fid"] == pytest.approx(expected["fid"], rel=1e-9)
-        assert values["inception_score"] == pytest.approx(expected["inception_score"], rel=1e-9)
+        assert values["digits_fid"] == pytest.approx(expected["digits_fid"], rel=1e-9)
+        assert values["digits_inception_score"] == pytest.approx(expected["digits_inception_score"], rel=1e-9)
         # KID's generated features are a cat state, gathered in rank order, not in the single process's
         # order: its random subsets draw other rows, so it agrees to its sampling noise only
-        assert values["kid"] == pytest.approx(expected["kid"], abs=0.5 * abs(expected["kid"]) + 20)
+        assert values["digits_kid"] == pytest.approx(expected["digits_kid"], abs=0.5 * abs(expected["digits_kid"]) + 20)
 
 
 def test_metrics_import_graph_is_acyclic():

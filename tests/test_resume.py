@@ -124,7 +124,7 @@ def test_nan_denoiser_is_a_one_line_error_naming_seed_step_and_sigma(tmp_path):
 
 
 def test_unreachable_wandb_leaves_files_only(tmp_path):
-    proc = run(tmp_path, "logger=wandb", "logger._target_=tests.fake_modules.BrokenWandbLogger", "num_samples=40",
+    proc = run(tmp_path, "logger=wandb", "logger.wandb._target_=tests.fake_modules.BrokenWandbLogger", "num_samples=40",
                "hydra.run.dir=run")
     assert "continuing with files only" in proc.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["complete"]

@@ -6,9 +6,9 @@ from PIL import Image
 
 from steindiff.cli.stats import main
 from steindiff.datasets import digits_images
-from steindiff.lightning.shards import write_shard
 from steindiff.metrics.digits import DigitsFeatures, digits_fid
 from steindiff.metrics.fid import FrechetDistance, load_reference
+from steindiff.shards import write_shard
 
 
 def _direct_stats(images):

@@ -295,6 +295,41 @@ def test_subset_statistics_correct_every_sample():
     assert all(t["gamma_min_row"] == t["gamma_max_row"] for t in part.trace)  # one gamma for all rows
 
 
+@pytest.mark.parametrize("statistics", ["batch", "group"])
+def test_subset_moments_all_takes_moments_from_every_row(statistics):
+    """subset_moments="all" (ours): E<u, x> and E|u|^2 from every row of the batch (or group), E[div u] from
+    the subset rows only; checked against the formula with the mixture's analytic divergence, under a VP
+    process (alpha != 1, so E<u, x> counts)."""
+    from steindiff.core.solvers.base import transport
+
+    data, process = mixture_preset("aniso32", temperature=0.7), make_process("vp_linear")
+    x_star, x = on_marginal(data, 24, 2.0, seed=3)
+    grid = torch.tensor([2.0, 1.2], dtype=torch.float64)
+    results = {}
+    for moments in ("all", "subset"):
+        rec = Recorder(SteinCorrector(statistics=statistics, group_size=8, subset=3, divergence="exact",
+                                      subset_moments=moments))
+        integrate(data, x, grid, make_solver("euler"), rec, final_step="sigma_min", process=process, seeds=range(24))
+        results[moments] = rec.records[0]
+    x_hat, output, context, x_next, _ = results["all"]
+    alpha, sigma = context.alpha, context.sigma
+    u = alpha * x_hat - output.data_prediction.detach()  # (24, 32) native residuals, target "data"
+    div_u = 32 - data.divergence(x_hat, torch.full((24,), sigma, dtype=torch.float64)) / alpha
+    groups = torch.zeros(24, dtype=torch.int64) if statistics == "batch" else torch.arange(24) // 8
+    rows = torch.arange(3) if statistics == "batch" else torch.cat([torch.arange(g * 8, g * 8 + 3) for g in range(3)])
+    gamma = torch.empty(24, dtype=torch.float64)
+    for g in groups.unique():
+        every, some = groups == g, rows[groups[rows] == g]
+        s_xu, s_uu = (u[every] * alpha * x_hat[every]).sum(1).mean(), u[every].pow(2).sum(1).mean()
+        gamma[every] = ((1 - 1 / alpha) * s_xu + (alpha * sigma) ** 2 / alpha * div_u[some].mean()) / s_uu
+    g = gamma[:, None]
+    expected = transport(x_hat, sigma, context.sigma_next, (1 - g) * alpha * x_hat + g * output.data_prediction)
+    torch.testing.assert_close(x_next, expected, rtol=1e-9, atol=1e-9)
+    assert not torch.allclose(results["subset"][3], expected, rtol=1e-6, atol=1e-6)  # the default: subset moments
+    with pytest.raises(ValueError, match="unknown subset_moments 'every'; accepted: subset, all"):
+        SteinCorrector(subset=3, subset_moments="every")
+
+
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 @pytest.mark.parametrize("target", ["state", "data"])
 def test_every_solver_runs_with_the_corrector(name, target):
@@ -354,6 +389,18 @@ def test_seeded_probes_depend_on_the_seed_alone_and_are_standard():
     assert not torch.equal(seeded_probes(torch.tensor([7]), 4, 5, (4,))[:, 0], p[:, 7].float())
     r = seeded_probes(torch.arange(1000), 0, 3, (8,), "rademacher")
     assert set(r.unique().tolist()) == {-1.0, 1.0} and abs(float(r.mean())) < 0.03
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
+def test_seeded_probes_hashed_in_chunks_are_the_same_bits(kind, monkeypatch):
+    """seeded_probes hashes its rows a chunk at a time: any chunk size gives the same bits as one chunk."""
+    from steindiff.core import divergence
+
+    seeds = torch.arange(37) * 11 + 5
+    whole = divergence.seeded_probes(seeds, 2, 3, (2, 3), kind, salt=4, dtype=torch.float64)
+    for chunk in (1, 100, 200):  # 1: one row at a time
+        monkeypatch.setattr(divergence, "_PROBE_CHUNK", chunk)
+        assert torch.equal(divergence.seeded_probes(seeds, 2, 3, (2, 3), kind, salt=4, dtype=torch.float64), whole)
 
 
 class _Remembering(type(mixture_preset("ring2d"))):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from hydra import compose, initialize_config_module
@@ -27,7 +28,6 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
-from torchmetrics import Metric, MetricCollection
 
 from steindiff.config import check_values, register_schema
 from steindiff.core import (
@@ -47,7 +47,10 @@ from steindiff.core import (
 from steindiff.core.dtypes import parse_dtype
 from steindiff.errors import CheckpointError, ConfigError
 
-__all__ = ["Run", "build_run", "compose_sample_config", "run_seeds"]
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
+
+__all__ = ["Run", "build_run", "build_metrics", "compose_sample_config", "run_seeds"]
 
 
 @dataclass
@@ -89,10 +92,12 @@ class Run:
         return self.solver.nfe(self.grid.num_steps, self.grid.final_step)
 
     def sample(self, seeds: Sequence[int] | None = None, progress: bool = False, **kwargs) -> SampleResult:
-        """``steindiff.core.sample`` of this run (all its seeds unless others are given)."""
+        """``steindiff.core.sample`` of this run (all its seeds unless others are given); ``kwargs`` (device,
+        observers, ...) go to ``sample`` and override the run's own."""
+        options = {"batch_size": self.batch_size, "process": self.process, "dtype": self.dtype,
+                   "observers": self.observers, **kwargs}
         return sample(self.denoiser, self.grid, self.solver, self.corrector, seeds=self.seeds if seeds is None
-                      else seeds, shape=self.shape, batch_size=self.batch_size, process=self.process,
-                      dtype=self.dtype, observers=self.observers, progress=progress, **kwargs)
+                      else seeds, shape=self.shape, progress=progress, **options)
 
 
 def compose_sample_config(overrides: Sequence[str] = ()) -> DictConfig:
@@ -161,11 +166,16 @@ def _shape(cfg, spec) -> tuple[int, ...]:
     return shape
 
 
-def _metrics(cfg, denoiser) -> MetricCollection | None:
-    """The metrics; a metrics config with a ``denoiser`` key (the trajectory error) gets the run's own
-    denoiser object, not a second copy built from the interpolated config."""
+def build_metrics(cfg: DictConfig, denoiser):
+    """The run's metrics (a torchmetrics ``MetricCollection``), or None without a metrics config.
+
+    A metrics config with a ``denoiser`` key (the trajectory error) gets the run's own denoiser object, not a
+    second copy built from the interpolated config.
+    """
     if not cfg.get("metrics"):
         return None
+    from torchmetrics import Metric, MetricCollection  # start-up: 2-3 s; runs without metrics never pay it
+
     metrics = _built("metrics", cfg.metrics, **({"denoiser": denoiser} if "denoiser" in cfg.metrics else {}))
     if isinstance(metrics, Metric):
         metrics = MetricCollection({type(metrics).__name__.lower(): metrics})
@@ -175,8 +185,12 @@ def _metrics(cfg, denoiser) -> MetricCollection | None:
     return metrics
 
 
-def build_run(cfg: DictConfig) -> Run:
-    """The run a composed steindiff-sample config describes (see the module docstring)."""
+def build_run(cfg: DictConfig, metrics: bool = True) -> Run:
+    """The run a composed steindiff-sample config describes (see the module docstring).
+
+    ``metrics=False`` leaves ``run.metrics`` None (the app builds them with ``build_metrics`` while its first
+    batch samples).
+    """
     check_values(cfg)
     denoiser = _built("denoiser", cfg.denoiser)
     spec, notes = spec_of(denoiser), []
@@ -187,7 +201,8 @@ def build_run(cfg: DictConfig) -> Run:
     corrector = _built("corrector", cfg.corrector)
     observers = [LipschitzObserver(iters=cfg.diagnostics.lipschitz_iters)] if cfg.diagnostics.lipschitz else []
     return Run(denoiser=denoiser, grid=grid, solver=solver, corrector=corrector, observers=observers,
-               metrics=_metrics(cfg, denoiser), decoder=_built("decoder", cfg.decoder) if cfg.get("decoder") else None,
+               metrics=build_metrics(cfg, denoiser) if metrics else None,
+               decoder=_built("decoder", cfg.decoder) if cfg.get("decoder") else None,
                seeds=run_seeds(cfg), shape=_shape(cfg, spec), process=process,
                dtype=parse_dtype(cfg.dtype, "dtype", ("float32", "float64")), batch_size=cfg.batch_size,
                nfe_budget=None if cfg.steps is not None else cfg.nfe, notes=notes)

@@ -7,14 +7,16 @@ checked by the constructor it names when ``build_run`` builds it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from steindiff.errors import ConfigError
 
-__all__ = ["SampleConfig", "register_schema", "check_values", "int_at_least", "RESUMABLE_KEYS"]
+__all__ = ["SampleConfig", "register_schema", "check_known_keys", "check_values", "int_at_least",
+           "RESUMABLE_KEYS"]
 
 #: keys that do not change what a run computes: a run folder may be resumed with them changed
 RESUMABLE_KEYS = ("logger", "trainer", "plots", "debug", "run_name", "run_group", "num_threads")
@@ -33,6 +35,7 @@ class DebugConfig:
     """``debug.*``: testing aids."""
 
     throttle_s: float = 0.0  # sleep after each batch (tests use it to interrupt runs mid-way)
+    prefetch: bool = True  # sample the first batch while the app starts (same results; false to compare)
 
 
 @dataclass
@@ -79,8 +82,22 @@ def int_at_least(cfg, key: str, low: int, allow_none: bool = False) -> None:
         raise ConfigError(f"{key}={value!r} is not accepted: expected {accepted}")
 
 
+def check_known_keys(cfg) -> None:
+    """A one-line ConfigError for a top-level key the schema does not have (``+seed=42`` composes, and nothing
+    would read it); the app refuses it earlier, with the override, in ``steindiff.cli.app.precheck``."""
+    accepted = [f.name for f in fields(SampleConfig)]
+    unknown = [key for key in cfg.keys() if key not in accepted and key != "hydra"]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), accepted, n=1, cutoff=0.6)
+        raise ConfigError(f"{unknown[0]} is not a key of the steindiff-sample config"
+                          + (f" (did you mean {close[0]}?)" if close else "")
+                          + f"; accepted top-level keys: {', '.join(sorted(accepted))}")
+
+
 def check_values(cfg) -> None:
-    """Raise a one-line ConfigError on the first plain key out of range (the groups check themselves)."""
+    """Raise a one-line ConfigError on the first unknown top-level key or plain key out of range (the groups
+    check themselves)."""
+    check_known_keys(cfg)
     int_at_least(cfg, "nfe", 1, allow_none=True)
     int_at_least(cfg, "steps", 1, allow_none=True)
     if cfg.get("nfe") is None and cfg.get("steps") is None:

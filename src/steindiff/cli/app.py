@@ -16,23 +16,29 @@ Configs ship inside the package: ``steindiff/conf/<app>/<app>.yaml`` with the ap
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra._internal.utils import _run_hydra, get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, InstantiationException
 from hydra.version import setbase
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from steindiff.errors import CheckpointError
+from steindiff.tracked import tracked_files
 
-__all__ = ["CONF_ENV", "FIRST_MISTAKE", "USER_ERRORS", "ErrorRules", "conf_dir", "config_folders", "hydra_app",
-           "load_dotenv", "one_line", "precheck"]
+__all__ = ["CONF_ENV", "FIRST_MISTAKE", "OVERWRITE_TRACKED_ENV", "USER_ERRORS", "ErrorRules", "added_key_message",
+           "conf_dir", "config_folders", "hydra_app", "load_dotenv", "missing_message", "missing_values", "one_line",
+           "precheck", "required_hint", "sweep_jobs", "tracked_folder_message"]
 
 #: the environment variable naming a config folder to use instead of the package's
 CONF_ENV = "STEINDIFF_CONF"
@@ -98,26 +104,187 @@ def one_line(err: BaseException) -> str:
     return message
 
 
-def precheck(prog: str, primary: str | Path, config_name: str, check: Callable[[DictConfig], object],
+def precheck(prog: str, primary: str | Path, config_name: str, check: Callable[[DictConfig], object] | None,
              shared: str | Path | None = None) -> int | None:
-    """Compose the command line once before Hydra runs: a bad override or value is one line and exit 2.
+    """Compose the command line before Hydra runs: a mistake is one line and exit 2, and nothing is written.
 
+    Every job of a ``-m`` sweep is composed (one per distinct set of group choices and added keys). Refused:
+    a bad override, a mandatory value (``???``) left unset (``missing_message``), a top-level key added with
+    ``+`` that the config does not have (``added_key_message``), a run or sweep folder holding files tracked
+    by git (``tracked_folder_message``), and whatever ``check`` (the app's value checks) raises.
     ``shared``: the folder of the shared groups (replaces the config's own hydra.searchpath).
-    Returns 2 after printing the error, or None when the config is fine (or multirun/flags are used).
+    Returns 2 after printing the error, or None when the config is fine (or Hydra's own flags are used).
     """
-    argv = sys.argv[1:]
-    if any(a.startswith("-") for a in argv):  # -m, --help, --cfg ...: Hydra's own handling
+    jobs = sweep_jobs(sys.argv[1:])
+    if jobs is None:  # --help, --cfg, --info ...: Hydra's own handling
         return None
+    multirun = "-m" in sys.argv[1:] or "--multirun" in sys.argv[1:]
     searchpath = [f"hydra.searchpath=[{_quoted(f'file://{Path(shared).resolve()}')}]"] if shared is not None else []
+    folders = [Path(primary), *([Path(shared)] if shared is not None else [])]
     try:
         with initialize_config_dir(config_dir=str(Path(primary).resolve()), version_base="1.3"):
-            # an override of hydra.searchpath given on the command line comes first and wins
-            cfg = compose(config_name=config_name, overrides=[*argv, *searchpath], return_hydra_config=False)
-        check(cfg)
+            def composed(overrides: list[str]) -> DictConfig:
+                # an override of hydra.searchpath given on the command line comes first and wins
+                return compose(config_name=config_name, overrides=[*overrides, *searchpath], return_hydra_config=True)
+
+            seen: set[tuple[str, ...]] = set()
+            groups: Mapping[str, object] = {}
+            for number, overrides in enumerate(jobs):
+                shape = _job_shape(overrides, groups)  # the first job's groups: decided before composing
+                if number and shape in seen:
+                    continue  # the same groups and added keys as a job already checked: only values differ
+                seen.add(shape)
+                cfg = composed(overrides)
+                choices = dict(cfg.hydra.runtime.choices)
+                if not groups:
+                    groups = choices
+                    seen.add(_job_shape(overrides, groups))
+                job = _Job(cfg, overrides, choices, folders, config_name, composed)
+                refusal = job.refusal(folder_key=("hydra.sweep.dir" if multirun else "hydra.run.dir")
+                                      if number == 0 else None)
+                if refusal is None and check is not None:
+                    check(job.cfg)
+                if refusal is not None:
+                    print(f"{prog}: error: {refusal}", file=sys.stderr)
+                    return FIRST_MISTAKE
     except (HydraException, OmegaConfBaseException, ValueError) as err:  # ConfigError is a ValueError
         print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
         return FIRST_MISTAKE
     return None
+
+
+def sweep_jobs(argv: list[str]) -> list[list[str]] | None:
+    """The override lists of the jobs a command line runs: one without flags, every job of the basic sweeper's
+    cartesian product with ``-m``; None with any other flag (``--help``, ``--cfg``: Hydra handles them)."""
+    flags = [a for a in argv if a.startswith("-")]
+    if not flags:
+        return [list(argv)]
+    if not set(flags) <= {"-m", "--multirun"}:
+        return None
+    overrides = [a for a in argv if a not in ("-m", "--multirun")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _job_shape(overrides: list[str], choices: Mapping[str, object]) -> tuple[str, ...]:
+    """What decides which keys a job's config has: its group choices and its added or deleted keys."""
+    keep = [o for o in overrides if o.startswith(("+", "~")) or o.split("=", 1)[0] in choices]
+    return tuple(sorted(keep))
+
+
+class _Job:
+    """One composed job of a command line: its config without the hydra node, and what refuses it."""
+
+    def __init__(self, cfg: DictConfig, overrides: list[str], choices: Mapping[str, object], folders: list[Path],
+                 config_name: str, composed: Callable[[list[str]], DictConfig]):
+        self.overrides, self.choices, self.folders, self.config_name = overrides, choices, folders, config_name
+        self.composed = composed
+        # the run folder may name config keys (train: runs/train/${name}): resolve it before the split
+        self.run_dir, self.sweep_dir = _resolved(cfg.hydra.run, "dir"), _resolved(cfg.hydra.sweep, "dir")
+        with open_dict(cfg):
+            cfg.pop("hydra")
+        self.cfg = cfg
+
+    def refusal(self, folder_key: str | None) -> str | None:
+        """The first structural mistake (missing value, tracked folder, unknown added key), or None."""
+        missing = missing_values(self.cfg)
+        if missing:
+            return missing_message(missing, self.choices, self.folders, self.config_name)
+        folder = self.sweep_dir if folder_key == "hydra.sweep.dir" else self.run_dir
+        if folder_key is not None and folder is not None:
+            refused = tracked_folder_message(Path(folder), folder_key)
+            if refused:
+                return refused
+        return self.unknown_added_key()
+
+    def unknown_added_key(self) -> str | None:
+        """``+key=value`` (or ``++``) for a top-level key the config does not have: Hydra would add it, and
+        nothing would read it (``+seed=42`` next to ``seeds``)."""
+        parsed = OverridesParser.create().parse_overrides(self.overrides)
+        added = [o for o in parsed if (o.is_add() or o.is_force_add()) and "." not in o.key_or_group
+                 and "/" not in o.key_or_group and o.key_or_group not in self.choices and o.key_or_group != "hydra"]
+        if not added:
+            return None
+        base = self.composed([o.input_line for o in parsed if all(o is not a for a in added)])  # without them
+        accepted = sorted(k for k in base if k != "hydra")
+        for override in added:
+            if override.key_or_group not in accepted:
+                return added_key_message(override.input_line, accepted)
+        return None
+
+
+def _resolved(node: DictConfig, key: str) -> str | None:
+    """``node[key]`` resolved, or None where it needs the Hydra runtime (``${hydra:...}``: known only as it runs)."""
+    try:
+        return str(node[key])
+    except OmegaConfBaseException:
+        return None
+
+
+def missing_values(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of mandatory values (``???``) left unset, in config order; nothing is resolved."""
+    found: list[str] = []
+    keys = range(len(cfg)) if isinstance(cfg, ListConfig) else list(cfg.keys())
+    for key in keys:
+        name = f"{prefix}{key}" if isinstance(cfg, DictConfig) else f"{prefix.rstrip('.')}[{key}]"
+        if OmegaConf.is_missing(cfg, key):
+            found.append(name)
+        elif not OmegaConf.is_interpolation(cfg, key) and OmegaConf.is_config(cfg[key]):
+            found += missing_values(cfg[key], f"{name}.")
+    return found
+
+
+def missing_message(missing: list[str], choices: Mapping[str, object], folders: list[Path], config_name: str) -> str:
+    """``denoiser.path is required (a diffusers UNet folder ...): add denoiser.path=<folder>`` for the first
+    missing key; what to give is the comment after ``???`` in the config file that left it unset, written
+    ``# <placeholder>: what it is`` (see ``required_hint``)."""
+    key = missing[0]
+    placeholder, what = required_hint(key, choices, folders, config_name)
+    message = f"{key} is required" + (f" ({what})" if what else "") + f": add {key}={placeholder}"
+    return message + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else "")
+
+
+def required_hint(key: str, choices: Mapping[str, object], folders: list[Path], config_name: str) -> tuple[str, str]:
+    """(placeholder, description) from the comment on the ``<leaf>: ???`` line of the config files the key
+    can come from: the chosen option of its group, the chosen experiment, the app's own config. A comment
+    ``# <folder>: a diffusers UNet folder`` gives ("<folder>", "a diffusers UNet folder"); none gives
+    ("<value>", "")."""
+    top, leaf = key.split(".")[0], key.rsplit(".", 1)[-1].split("[")[0]
+    names = [f"{group}/{choices[group]}.yaml" for group in (top, "experiment") if choices.get(group)]
+    pattern = re.compile(rf"^\s*{re.escape(leaf)}\s*:\s*['\"]?\?\?\?['\"]?\s*(?:#\s*(.*?))?\s*$", re.MULTILINE)
+    for path in (folder / name for name in [*names, f"{config_name}.yaml"] for folder in folders):
+        match = pattern.search(path.read_text()) if path.is_file() else None
+        if match:
+            comment = match.group(1) or ""
+            placeholder = re.match(r"(<[^>]+>):?\s*(.*)", comment)
+            return (placeholder.group(1), placeholder.group(2)) if placeholder else ("<value>", comment)
+    return "<value>", ""
+
+
+def added_key_message(override: str, accepted: list[str]) -> str:
+    """``+seed=42 is not accepted: seed is not a key of this config (did you mean seeds=42?); ...``."""
+    key, _, value = override.lstrip("+").partition("=")
+    close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}={value}?)" if close else ""
+    return (f"{override} is not accepted: {key} is not a key of this config, and a key added with + is read by "
+            f"nothing{hint}; accepted top-level keys: {', '.join(accepted)}")
+
+
+#: set to 1 to let an app write into a run or sweep folder that holds files tracked by git
+OVERWRITE_TRACKED_ENV = "STEINDIFF_OVERWRITE_TRACKED"
+
+
+def tracked_folder_message(folder: Path, key: str) -> str | None:
+    """A one-line refusal when ``folder`` holds files tracked by git (committed runs under docs/, say), unless
+    $STEINDIFF_OVERWRITE_TRACKED=1; None otherwise (also outside a git work tree or without git)."""
+    if os.environ.get(OVERWRITE_TRACKED_ENV) == "1":
+        return None
+    tracked = tracked_files(folder)
+    if not tracked:
+        return None
+    shown = ", ".join(tracked[:3]) + (f" and {len(tracked) - 3} more" if len(tracked) > 3 else "")
+    return (f"{key}={folder} holds {len(tracked)} files tracked by git ({shown}), which this run would overwrite: "
+            f"give another {key}=<folder>, or set {OVERWRITE_TRACKED_ENV}=1 to replace them")
 
 
 def _quoted(text: str) -> str:
@@ -143,10 +310,9 @@ def hydra_app(prog: str, config: str, run: Callable[[DictConfig], object],
     except ValueError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return FIRST_MISTAKE
-    if check is not None:
-        refused = precheck(prog, primary, config, check, shared=shared)
-        if refused is not None:
-            return refused
+    refused = precheck(prog, primary, config, check, shared=shared)
+    if refused is not None:
+        return refused
     # what hydra.main does, with the argument list given here: hydra.main would parse sys.argv itself, and
     # sys.argv must stay as typed (Lightning's DDP re-executes it). _run_hydra is private: hydra-core is pinned <1.4
     setbase("1.3")

@@ -41,6 +41,7 @@ from steindiff.core import (
     sample,
 )
 from steindiff.io import atomic_open, atomic_write_text
+from steindiff.plots import SIGMA_LABEL, draw_samples, draw_trace, log_if_wide, sample_view
 
 DEFAULT_SOLVERS = "euler,heun,dpmpp_2m,dpmpp_3m,unipc,ipndm"
 
@@ -116,54 +117,63 @@ def run(args: argparse.Namespace) -> dict:
     return results, samples, fresh
 
 
-def scatter(path: Path, samples: dict, fresh: torch.Tensor, title: str) -> None:
-    import matplotlib  # start-up: matplotlib and pyplot take about 1 s; --help and errors need neither
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # start-up: see above
+def scatter(path: Path | None, samples: dict, fresh: torch.Tensor, title: str, nfe: dict | None = None):
+    """One panel per solver: its samples over exact data samples, the view holding the data and the samples'
+    robust range, with the count outside the view and non-finite; ``nfe``: measured NFE per solver, for the
+    panel titles. Returns the Figure."""
+    from matplotlib.figure import Figure  # start-up: matplotlib takes about 1 s; --help and errors need none
 
     names = [k for k in samples if k != "seeds"]
     cols = min(3, len(names))
     rows = (len(names) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
-    lim = float(fresh.abs().max()) * 1.3
-    for ax, name in zip(axes.flat, names):
-        ax.scatter(fresh[:, 0], fresh[:, 1], s=1, c="0.75", label="data")
-        ax.scatter(samples[name][:, 0], samples[name][:, 1], s=1, c="C3", label=name)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlim(-lim, lim)
-        ax.set_ylim(-lim, lim)
-        ax.set_aspect("equal")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in list(axes.flat)[len(names):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
+    fig = Figure(figsize=(3.6 * cols, 3.7 * rows + 0.6))
+    ref = fresh[:, :2].numpy()
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        xy = samples[name][:, :2]
+        draw_samples(ax, xy, ref, sample_view(ref, xy), sample_label=f"{name} (n={len(xy)})",
+                     reference_label=f"exact data (n={len(ref)})")
+        ax.set_title(name if nfe is None else f"{name}, measured NFE {nfe[name]}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
 
 
-def gamma_plot(path: Path, results: dict) -> None:
-    """gamma per step (batch 0) for every solver, against sigma."""
-    import matplotlib  # start-up: matplotlib and pyplot take about 1 s; --help and errors need neither
+def gamma_plot(path: Path | None, results: dict, title: str):
+    """gamma per step for every solver against sigma: the median over batches with its min..max band.
+    Returns the Figure."""
+    from matplotlib.figure import Figure  # start-up: matplotlib takes about 1 s; --help and errors need none
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # start-up: see above
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for name, r in results["solvers"].items():
-        steps = [t for t in r["trace"] if t["batch"] == 0]
-        ax.plot([t["sigma"] for t in steps], [t.get("gamma", 1.0) for t in steps], marker="o", ms=3, label=name)
-    ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    counts = [draw_trace(ax, r["trace"], "gamma", f"{name} (NFE {r['nfe']})", color=f"C{i}", describe=False)
+              for i, (name, r) in enumerate(results["solvers"].items())]
+    ax.axhline(1.0, color="0.5", lw=0.8, ls="--", label="gamma = 1 (no correction)")
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("sigma (step start)")
-    ax.set_ylabel("gamma")
-    ax.legend(fontsize=7)
+    ax.set_xlabel(SIGMA_LABEL, fontsize=8)
+    log = log_if_wide(ax, [t.get("gamma") for r in results["solvers"].values() for t in r["trace"]])
+    ax.set_ylabel("gamma (Stein correction factor)" + log, fontsize=8)
+    ax.set_title(title, fontsize=8)
+    n = max(counts, default=1)
+    ax.legend(fontsize=6, title_fontsize=6,
+              title=f"lines: median over {n} batches, bands: min..max" if n > 1 else "one batch per step")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def describe(args: argparse.Namespace, num_samples: int) -> str:
+    """What a compare run compares, for its figures' titles."""
+    first, last = args.seeds.split(",")[0], args.seeds.split(",")[-1]
+    seeds = args.seeds if len(args.seeds) <= 20 else f"{first}..{last}"
+    corrector = args.corrector if args.corrector == "none" else \
+        f"{args.corrector} (target {args.target}, {args.statistics} statistics)"
+    return (f"{args.preset}: solvers at NFE budget {args.nfe} each, {args.schedule} grid, final step "
+            f"{args.final_step}\ncorrector {corrector}; seeds {seeds} (n={num_samples}), {args.dtype}")
 
 
 def main(argv=None) -> int:
@@ -177,12 +187,11 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "samples.npz", "wb") as f:
         np.savez(f, **samples)
+    title = describe(args, len(samples["seeds"]))
     if fresh.shape[1] == 2:
-        scatter(out / "scatter.png", samples, fresh,
-                f"{args.preset}, NFE {args.nfe}, {args.schedule} grid, final step {args.final_step}, "
-                f"corrector {args.corrector}")
+        scatter(out / "scatter.png", samples, fresh, title, {n: r["nfe"] for n, r in results["solvers"].items()})
     if args.corrector != "none":
-        gamma_plot(out / "gamma.png", results)
+        gamma_plot(out / "gamma.png", results, title)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     print(f"corrector: {args.corrector}")
     print(f"{'solver':10s} {'steps':>5s} {'NFE':>4s} {'energy dist':>12s} {'NLL':>8s} {'traj err':>9s}")

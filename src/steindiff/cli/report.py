@@ -1,18 +1,22 @@
-"""steindiff-report: tables and plots of a sweep of runs (a Hydra multirun folder or a single run).
+"""steindiff-report: tables and plots of a sweep of runs (a Hydra multirun folder, a parent of several, or one run).
 
 Usage:
 
     steindiff-report <folder> [--out DIR] [--metric NAME]
 
-Walks <folder> recursively, loads every ``results.json`` and writes into --out (default <folder>/report):
+Walks <folder> recursively, loads every ``results.json`` with the job's resolved config, and writes into
+--out (default <folder>/report):
 
-    results.csv           one row per job: settings, measured NFE, seed set, every metric, job folder
-    report.md             per metric, a table settings x NFE budget; cells are the mean over seed sets,
-                          ``mean ± std`` (sample std) with 2 or more seed sets, ``(n)`` when the measured
-                          NFE n differs from the budget, ``–`` when the combination is missing
-    <metric>_vs_nfe.png   per metric, metric vs NFE budget, one line per setting, error bars = std
+    results.csv           one row per job: results fields, experiment, setting columns, every metric, job folder
+    report.md             per experiment and metric, a table settings x NFE budget (below)
+    <metric>_vs_nfe.png   per metric (``<experiment>__<metric>_vs_nfe.png`` with several experiments):
+                          metric vs NFE budget, one line per setting, error bars over seed sets
 
-Incomplete jobs (``"complete": false``) go into the CSV but not into tables or plots; report.md lists them.
+Rows are settings: the config keys that vary across the jobs are the columns (solver / corrector always;
+seeds, logger, trainer, plots, run names and num_threads are bookkeeping, not settings). A cell is the mean
+over the seed sets of one setting, ``mean ± std (n=k)`` (sample std over k seed sets) or ``value (n=1)``.
+Jobs of different experiments (denoiser, decoder, metrics) are never averaged: each experiment gets its own
+tables and plots, titled with what is fixed. Incomplete jobs (``"complete": false``) go into the CSV only.
 --metric restricts tables and plots to one metric. The Markdown is also printed to stdout.
 On an error nothing is written and the exit code is 2.
 """
@@ -20,169 +24,93 @@ On an error nothing is written and the exit code is 2.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
-import math
+import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from steindiff.io import atomic_write_text
+from steindiff.reporting.runs import Job, ReportError, load_jobs
+from steindiff.reporting.settings import Experiment, split_experiments
+from steindiff.reporting.tables import CAPTION, markdown_table, repeated_seed_sets, write_csv
 
-REQUIRED = ("setting", "solver", "corrector", "nfe_budget", "nfe", "metrics", "complete")
-FIELDS = ("setting", "solver", "corrector", "nfe_budget", "nfe", "num_steps", "final_step", "seed_set",
-          "num_samples", "complete")
-
-
-class ReportError(Exception):
-    """A problem with the input: reported on one line, exit code 2."""
+__all__ = ["ReportError", "main", "parse_args", "run"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="steindiff-report", description=__doc__.split("\n")[0])
-    p.add_argument("folder", type=Path, help="multirun folder (job subfolders with results.json) or one run folder")
+    p.add_argument("folder", type=Path, help="a folder holding run folders (with results.json), or one run folder")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>/report)")
     p.add_argument("--metric", default=None, help="report only this metric")
     return p.parse_args(argv)
 
 
-def load_jobs(folder: Path) -> list[dict]:
-    """Every results.json under ``folder`` as a flat record (FIELDS, metrics, path)."""
-    if not folder.is_dir():
-        raise ReportError(f"folder not found: {folder}")
-    files = sorted(folder.rglob("results.json"), key=lambda f: [(not p.isdigit(), int(p) if p.isdigit() else 0, p)
-                                                                for p in f.relative_to(folder).parts])
-    if not files:
-        raise ReportError(f"no results.json found under {folder}")
-    jobs = []
-    for f in files:
-        try:
-            data = json.loads(f.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ReportError(f"{f}: not valid JSON ({err})") from None
-        if not isinstance(data, dict):
-            raise ReportError(f"{f}: not a JSON object")
-        for key in REQUIRED:
-            if key not in data:
-                raise ReportError(f"{f}: missing required key '{key}'")
-        if not isinstance(data["metrics"], dict):
-            raise ReportError(f"{f}: key 'metrics' is not an object")
-        try:
-            metrics = {k: math.nan if v is None else float(v) for k, v in data["metrics"].items()}
-        except (TypeError, ValueError):
-            raise ReportError(f"{f}: key 'metrics' holds a non-numeric value") from None
-        job = {k: data.get(k, "") for k in FIELDS}
-        job.update(complete=bool(data["complete"]), metrics=metrics, path=f.parent.relative_to(folder).as_posix())
-        jobs.append(job)
-    return jobs
-
-
-def write_csv(path: Path, jobs: list[dict], metrics: list[str]) -> None:
-    text = io.StringIO(newline="")
-    w = csv.writer(text)
-    w.writerow([*FIELDS, *metrics, "path"])
-    for j in jobs:
-        w.writerow([*(j[k] for k in FIELDS), *(j["metrics"].get(m, "") for m in metrics), j["path"]])
-    atomic_write_text(path, text.getvalue())
-
-
-def aggregate(jobs: list[dict], metric: str) -> dict:
-    """{(setting, nfe_budget): (mean, std or None, measured NFEs)} over the complete jobs having ``metric``."""
-    groups: dict = {}
-    for j in jobs:
-        if j["complete"] and metric in j["metrics"]:
-            groups.setdefault((j["setting"], j["nfe_budget"]), []).append(j)
-    out = {}
-    for key, group in groups.items():
-        vals = np.array([j["metrics"][metric] for j in group])
-        with np.errstate(all="ignore"):
-            mean = float(vals.mean())
-            std = float(vals.std(ddof=1)) if len(vals) >= 2 else None
-        out[key] = (mean, std, sorted({j["nfe"] for j in group}))
-    return out
-
-
-def settings_order(jobs: list[dict]) -> list[str]:
-    """Settings with corrector "none" first, then by name."""
-    keys = {(j["corrector"] != "none", j["setting"]) for j in jobs if j["complete"]}
-    return list(dict.fromkeys(s for _, s in sorted(keys)))
-
-
-def fmt_cell(cell, budget) -> str:
-    if cell is None:
-        return "–"
-    mean, std, nfes = cell
-    text = f"{mean:.4g}" if std is None or not math.isfinite(mean) else f"{mean:.4g} ± {std:.2g}"
-    if nfes != [budget]:
-        text += f" ({'/'.join(str(n) for n in nfes)})"
-    return text
-
-
-def markdown_table(jobs: list[dict], metric: str, settings: list[str], budgets: list) -> str:
-    agg = aggregate(jobs, metric)
-    lines = [f"## {metric}", "", "| setting | " + " | ".join(f"NFE {b}" for b in budgets) + " |",
-             "|---|" + "---|" * len(budgets)]
-    for s in settings:
-        cells = [fmt_cell(agg.get((s, b)), b) for b in budgets]
-        lines.append(f"| {str(s).replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
-    incomplete = [j["path"] for j in jobs if not j["complete"]]
+def overview(folder: Path, jobs: list[Job], experiments: list[Experiment]) -> list[str]:
+    """The report's head: what was read, how it is split, what a cell means."""
+    incomplete = [j.path for j in jobs if not j.complete]
     note = f"{len(jobs)} jobs, {len(incomplete)} incomplete"
     if incomplete:
-        note += " (excluded: " + ", ".join(f"`{p}`" for p in incomplete) + ")"
-    return "\n".join([*lines, "", note + ".", ""])
+        note += " (excluded from tables and plots: " + ", ".join(f"`{p}`" for p in incomplete) + ")"
+    if len(experiments) == 1:
+        split = f"One experiment: {experiments[0].title}."
+    else:
+        split = (f"These jobs are {len(experiments)} experiments (they differ in "
+                 f"{', '.join(experiments[0].differs_in)}): split into separate tables and plots, never averaged "
+                 "together.")
+    columns = ("Rows are settings; the columns are the config keys that vary between the jobs of an experiment "
+               "(seeds, logger, trainer, plots, run names and num_threads are bookkeeping, not settings).")
+    return [f"# steindiff report: {folder}", "", note + ".", "", split, "", columns, CAPTION, ""]
 
 
-def plot_metric(path: Path, jobs: list[dict], metric: str, settings: list[str]) -> None:
-    import matplotlib  # start-up: matplotlib and pyplot take about 1 s; --help and errors need neither
+def experiment_section(exp: Experiment, index: int, total: int, metrics: list[str]) -> list[str]:
+    """The heading, fixed keys and one table per metric of one experiment."""
+    head = f"## Experiment {index} of {total}: {exp.title}" if total > 1 else f"## {exp.title}"
+    jobs = f"{len(exp.jobs)} job" + ("s" if len(exp.jobs) != 1 else "")
+    lines = [head, "", f"{jobs}. Fixed: " + (", ".join(exp.fixed) or "–") + "."]
+    repeats = repeated_seed_sets(exp)
+    if repeats:
+        lines.append("Jobs repeating a seed set of their setting (averaged into it; n counts distinct seed sets): "
+                     + ", ".join(f"`{p}`" for p in repeats) + ".")
+    lines.append("")
+    present = [m for m in metrics if any(m in j.metrics for j in exp.complete)]
+    if not exp.complete:
+        lines += ["No complete job in this experiment.", ""]
+    for m in metrics:
+        if m not in present and exp.complete:
+            lines += [f"No job of this experiment has metric `{m}`.", ""]
+    return lines + [markdown_table(exp, m) for m in present]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # start-up: see above
 
-    agg = aggregate(jobs, metric)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    plotted = []
-    for s in settings:
-        pts = sorted((b, m, sd) for (s2, b), (m, sd, _) in agg.items() if s2 == s and math.isfinite(m))
-        if not pts:
-            continue
-        x, y, sd = zip(*pts)
-        err = [e if e is not None and math.isfinite(e) else 0.0 for e in sd]
-        ax.errorbar(x, y, yerr=err if any(err) else None, marker="o", capsize=3, label=str(s))
-        plotted.extend(y)
-    if plotted and min(plotted) > 0:
-        ax.set_yscale("log")
-    ax.set_xticks(sorted({b for _, b in agg}))
-    ax.set_xlabel("NFE budget")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs NFE")
-    if plotted:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def plot_name(exp: Experiment, metric: str, several: bool) -> str:
+    """``<metric>_vs_nfe.png``, prefixed with the experiment's title when a folder holds several."""
+    if not several:
+        return f"{metric}_vs_nfe.png"
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", exp.title).strip("_") + f"__{metric}_vs_nfe.png"
 
 
 def run(args: argparse.Namespace) -> tuple[str, Path]:
+    from steindiff.reporting.figures import save_metric_plot  # start-up: imports matplotlib (1 s)
+
     jobs = load_jobs(args.folder)
-    all_metrics = sorted({m for j in jobs for m in j["metrics"]})
+    all_metrics = sorted({m for j in jobs for m in j.metrics})
     metrics = all_metrics
     if args.metric is not None:
         if args.metric not in all_metrics:
             raise ReportError(f"no job has metric '{args.metric}' (available: {', '.join(all_metrics) or 'none'})")
         metrics = [args.metric]
+    experiments = split_experiments(jobs)
+    md = overview(args.folder, jobs, experiments)
+    for i, exp in enumerate(experiments, 1):
+        md += experiment_section(exp, i, len(experiments), metrics)
     out = args.out if args.out is not None else args.folder / "report"
-    settings = settings_order(jobs)
-    budgets = sorted({j["nfe_budget"] for j in jobs if j["complete"]})
-    md = "\n".join([f"# steindiff report: {args.folder}", ""]
-                   + [markdown_table(jobs, m, settings, budgets) for m in metrics])
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "results.csv", jobs, all_metrics)
-    atomic_write_text(out / "report.md", md)
-    for m in metrics:
-        plot_metric(out / f"{m}_vs_nfe.png", jobs, m, settings)
-    return md, out
+    write_csv(out / "results.csv", jobs, experiments, all_metrics)
+    text = "\n".join(md)
+    atomic_write_text(out / "report.md", text)
+    for exp in experiments:
+        for m in metrics:
+            if any(m in j.metrics for j in exp.complete):
+                save_metric_plot(out / plot_name(exp, m, len(experiments) > 1), exp, m)
+    return text, out
 
 
 def main(argv=None) -> int:

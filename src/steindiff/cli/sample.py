@@ -13,6 +13,7 @@ the logger's files.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import OmegaConf
 
 from steindiff.cli.app import USER_ERRORS, ErrorRules, hydra_app
 from steindiff.cli.config import check_multirun_ddp, label_setting
+from steindiff.cli.loggers import logger_configs, quiet_lightning
 from steindiff.config import RESUMABLE_KEYS, check_values
 from steindiff.runfolder import claim_run_folder
 
@@ -31,30 +33,81 @@ _INTERRUPTED = 3
 
 
 def run(cfg) -> dict:
-    """Build the run, claim its folder, sample and evaluate with Lightning; ``RunResults`` writes the results."""
-    import pytorch_lightning as pl  # start-up: 2.5 s; --help, --cfg and one-line errors never pay it
-    import torch  # start-up: 1.2 s, as above
+    """Build the run, claim its folder, sample and evaluate with Lightning; ``RunResults`` writes the results.
 
-    from steindiff.build import build_run  # start-up: hydra instantiate + torchmetrics (1.3 s)
-    from steindiff.lightning import RunResults, SamplingModule  # start-up: imports Lightning
+    The first batch starts sampling (``steindiff.prefetch``) as soon as the sampler is built, while the metrics
+    are built and Lightning is imported: on a machine with a spare core the start-up costs no time.
+    """
+    import torch  # start-up: 1.2 s; --help, --cfg and one-line errors never pay it
+
+    from steindiff.build import build_metrics, build_run  # start-up: hydra instantiate, the core
 
     check_multirun_ddp(cfg)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    built = build_run(cfg)  # loaders and reference statistics fail here, before the folder is touched
-    for note in built.notes:
-        print(f"steindiff-sample: {note}", file=sys.stderr)
-    claim_run_folder(out_dir, "run.json", OmegaConf.to_container(cfg, resolve=False), RESUMABLE_KEYS,
-                     extra={"seeds": built.seeds}, orphans="samples/seeds-*.npz", stale=("results.json",))
-    loggers = [lg for lg in (_start_logger(cfg.logger),) if lg is not None] if cfg.logger else []
+    built = build_run(cfg, metrics=False)
+    first_batch = _start_first_batch(cfg, built, out_dir)
+    try:
+        built.metrics = build_metrics(cfg, built.denoiser)  # reference statistics fail here, before the folder
+        for note in built.notes:
+            print(f"steindiff-sample: {note}", file=sys.stderr)
+        claim_run_folder(out_dir, "run.json", OmegaConf.to_container(cfg, resolve=False), RESUMABLE_KEYS,
+                         extra={"seeds": built.seeds}, orphans="samples/seeds-*.npz", stale=("results.json",))
+        return _evaluate(cfg, hc, built, out_dir, first_batch)
+    finally:
+        if first_batch is not None:
+            first_batch.cancel()  # a no-op once taken; else the thread stops at its next step
+
+
+def _start_first_batch(cfg, built, out_dir: Path):
+    """A ``FirstBatch`` sampling this process's first batch now (``debug.prefetch``), for a CPU run (one process
+    or DDP ranks) whose first shard is not on disk yet; else None (GPU runs place the denoiser only later)."""
+    import torch  # start-up: imported already by build_run
+
+    from steindiff.core.sampling import seed_batches  # start-up: imports torch
+    from steindiff.prefetch import FirstBatch  # start-up: imports torch
+    from steindiff.shards import shard_path  # start-up: numpy
+
+    trainer = cfg.trainer or {}
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()
+                                      and not torch.backends.mps.is_available())
+    rank, world = _rank_and_world(trainer)
+    batches = seed_batches(built.seeds, built.batch_size, rank, world) if world else []
+    if not (cfg.debug.prefetch and on_cpu and batches) or shard_path(out_dir, batches[0]).exists():
+        return None
+    return FirstBatch(built, batches[0])
+
+
+def _rank_and_world(trainer) -> tuple[int, int | None]:
+    """This process's global rank and the world size, before Lightning starts: from the variables its launcher
+    sets in the ranks it starts, else (the launching process) rank 0 of devices x num_nodes. (0, None) when
+    the device count is not a plain number (``auto``, a list): no prefetch then."""
+    if os.environ.get("WORLD_SIZE") and os.environ.get("LOCAL_RANK"):
+        per_node = int(os.environ["WORLD_SIZE"]) // max(int(trainer.get("num_nodes", 1) or 1), 1)
+        rank = int(os.environ.get("NODE_RANK", 0)) * per_node + int(os.environ["LOCAL_RANK"])
+        return rank, int(os.environ["WORLD_SIZE"])
+    devices = str(trainer.get("devices", 1))
+    return (0, int(devices) * int(trainer.get("num_nodes", 1) or 1)) if devices.isdigit() else (0, None)
+
+
+def _evaluate(cfg, hc, built, out_dir: Path, first_batch) -> dict:
+    """Lightning's test loop over the run's seed batches, with its loggers and the ``RunResults`` callback."""
+    import pytorch_lightning as pl  # start-up: 2.5 s, while the first batch samples
+
+    from steindiff.lightning import RunResults, SamplingModule  # start-up: imports Lightning
+
+    quiet_lightning()
+    loggers = [lg for lg in map(_start_logger, logger_configs(cfg.logger)) if lg is not None]
     results = RunResults(out_dir, _run_info(cfg, hc), OmegaConf.to_yaml(cfg, resolve=True), plots=cfg.plots)
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
                          callbacks=[results], use_distributed_sampler=False, inference_mode=False,
                          enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out_dir))
     stop = _StopFlag()
-    module = SamplingModule(built, out_dir, throttle_s=cfg.debug.throttle_s, stop_requested=stop)
+    module = SamplingModule(built, out_dir, throttle_s=cfg.debug.throttle_s, stop_requested=stop,
+                            first_batch=first_batch)
     try:
         stop.install()
         _test(trainer, module, stop)

@@ -55,7 +55,7 @@ def image_batches(data: str, num: int, size: int, seed: int):
             raise ValueError(f"{folder}: not a folder")
         return list(_folder_images(folder))
     if data.startswith("run:"):
-        from steindiff.lightning.shards import load_samples  # start-up: steindiff.lightning imports Lightning
+        from steindiff.shards import load_samples  # start-up: numpy
 
         folder = Path(data[len("run:"):])
         if not (folder / "samples").is_dir():

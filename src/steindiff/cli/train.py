@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from steindiff.cli.app import hydra_app
+from steindiff.cli.loggers import logger_configs, quiet_lightning
 from steindiff.config import int_at_least
 from steindiff.errors import ConfigError
 from steindiff.io import atomic_write_text
@@ -130,7 +131,8 @@ def _trainer(cfg: DictConfig, out_dir: Path):
     """Lightning's Trainer with the config's logger and a checkpoint every checkpoint_every_steps."""
     import pytorch_lightning as pl  # start-up: lightning takes 2.5 s to import; --help needs none of it
 
-    loggers = [instantiate(OmegaConf.to_container(cfg.logger, resolve=True))] if cfg.logger else []
+    quiet_lightning()
+    loggers = [instantiate(OmegaConf.to_container(c, resolve=True)) for c in logger_configs(cfg.logger)]
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=str(out_dir / "checkpoints"), filename="step{step:06d}",
                                               auto_insert_metric_name=False, save_last=True, save_top_k=1,
                                               every_n_train_steps=int(cfg.checkpoint_every_steps))

@@ -5,21 +5,25 @@ rank 0 checks the folder (every requested seed present once), writes ``results.j
 metrics, measured and expected NFE, sigma grid, per-step trace summary, ``complete``) atomically,
 ``config.yaml``, the plots (scatter.png for 2-D samples, samples.png for images, gamma.png with a
 corrector, lipschitz.png with the Lipschitz observer), and logs the trace and plots to W&B.
+
+The per-step trace is read back from the shards (each carries its batch's trace), so results.json and the
+plots cover every rank's batches and are the same for any device count. At the start (``setup``) every
+logger receives the resolved config as hyperparameters (W&B config, hparams.yaml of TensorBoard and CSV).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from steindiff.io import atomic_write_text
-from steindiff.plots import image_grid, lipschitz_plot, scatter_plot, trace_plot
-
-from .shards import load_samples, verify_run
+from steindiff.plots import image_grid, lipschitz_plot, run_title, scatter_plot, trace_plot
+from steindiff.shards import load_samples, verify_run
 
 __all__ = ["RunResults", "trace_summary"]
 
@@ -33,6 +37,21 @@ def trace_summary(traces: list[dict]) -> list[dict]:
             if isinstance(v, int | float) and k not in ("batch", "step"):
                 row.setdefault(k, []).append(float(v))
     return [{"step": i, **{k: sum(v) / len(v) for k, v in row.items()}} for i, row in sorted(steps.items())]
+
+
+def shard_traces(out_dir: str | Path, seeds: list[int]) -> list[dict]:
+    """The per-step trace rows of every batch of the run, read from its shards (each shard carries its
+    batch's trace), in seed order: every rank's batches, the same rows whatever the device count. Shards
+    holding other seeds than the run's are left out; only the seeds and trace of a shard are read."""
+    wanted, rows = set(seeds), []
+    for path in sorted(Path(out_dir, "samples").glob("seeds-*.npz")):
+        try:
+            with np.load(path) as shard:
+                if set(shard["seeds"].tolist()) <= wanted:
+                    rows.extend(json.loads(str(shard["trace"])))
+        except Exception:  # an unreadable shard: verify_run reports it ("complete": false)
+            continue
+    return rows
 
 
 class RunResults(pl.Callback):
@@ -50,34 +69,55 @@ class RunResults(pl.Callback):
         self.out_dir, self.info, self.config_yaml, self.plots = Path(out_dir), dict(info), config_yaml, bool(plots)
         self.results: dict = {}
 
+    def hyperparams(self) -> dict:
+        """What the loggers record as the run's hyperparameters: the resolved config (nested: W&B shows dotted
+        keys, TensorBoard and the CSV logger's hparams.yaml keep the tree), the setting label and the solver and
+        corrector chosen (``choice``: the config holds their arguments, not their names). Not the loggers' own
+        settings: where logs go is no hyperparameter (and holds this machine's paths)."""
+        config = {k: v for k, v in self.info.get("config", {}).items() if k != "logger"}
+        return {**config, "setting": self.info.get("setting"),
+                "choice": {"solver": self.info.get("solver"), "corrector": self.info.get("corrector")}}
+
+    def setup(self, trainer: pl.Trainer, module, stage: str) -> None:
+        for logger in trainer.loggers:  # at the start, so that a run that fails still says what it was
+            logger.log_hyperparams(self.hyperparams())  # rank 0 only (Lightning's loggers)
+
     def on_test_end(self, trainer: pl.Trainer, module) -> None:
         trainer.strategy.barrier()  # every rank's shards are on disk before rank 0 reads them
         if trainer.global_rank != 0:
             return
         run = module.run
+        traces = shard_traces(self.out_dir, run.seeds)  # every rank's batches, not only this rank's
+        metric_notes = [f"{name}: {note}" for name, metric in (module.metrics or {}).items()  # too few samples
+                        for note in getattr(metric, "notes", None) or []]
         results = {**self.info, "nfe": module.nfe, "expected_nfe": run.expected_nfe,
                    "num_steps": run.grid.num_steps, "final_step": run.grid.final_step, "process": repr(run.process),
                    "num_samples": len(run.seeds), "seeds": f"{run.seeds[0]}..{run.seeds[-1]}",
                    "metrics": module.computed_metrics, "sigmas": run.grid.tolist(),
-                   "trace": trace_summary(module.traces), "solver_repr": repr(run.solver),
+                   "trace": trace_summary(traces), "solver_repr": repr(run.solver),
                    "corrector_repr": repr(run.corrector), "observers": [repr(o) for o in run.observers],
-                   "notes": run.notes, "complete": verify_run(self.out_dir, run.seeds)["complete"],
-                   "resumed_batches": module.resumed_batches}
+                   "notes": [*run.notes, *metric_notes], "complete": verify_run(self.out_dir, run.seeds)["complete"],
+                   "resumed_batches": module.resumed_batches, "timing": dict(module.timing)}
         atomic_write_text(self.out_dir / "config.yaml", self.config_yaml)
         if self.plots:
-            self._plot(module, results)
+            self._plot(module, results, traces)
         atomic_write_text(self.out_dir / "results.json", json.dumps(results, indent=1, default=str))
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 _log_wandb(logger, results, self.out_dir)
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in results["metrics"].items())
+            if isinstance(logger, TensorBoardLogger):  # the HParams tab: the config with the final metrics
+                logger.log_hyperparams(self.hyperparams(), metrics=results["metrics"])
+        shown = ", ".join(f"{k} {v:.4g}" + (" (raw MMD^2, not x1000)" if k.endswith("kid") else "")
+                          for k, v in results["metrics"].items())
         print(f"{results['setting']}: NFE {results['nfe']} ({results['num_steps']} steps, final step "
               f"{results['final_step']}); {shown}; wrote {self.out_dir}")
+        for note in metric_notes:
+            print(f"steindiff-sample: warning: {note}", file=sys.stderr)
         self.results = results
 
-    def _plot(self, module, results: dict) -> None:
+    def _plot(self, module, results: dict, traces: list[dict]) -> None:
         _, samples = load_samples(self.out_dir)
-        title, trace = results["setting"], results["trace"]
+        title, trace = run_title(results), traces  # per batch: the plots show the spread over batches
         if samples.ndim == 2 and samples.shape[1] == 2:
             exact = module.metrics["energy_distance"].data if module.metrics is not None \
                 and "energy_distance" in module.metrics else None

@@ -27,9 +27,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from steindiff.core.sampling import sample, seed_batches
-
-from .shards import ShardError, load_samples, read_shard, shard_path, write_shard
+from steindiff.clock import since_process_start
+from steindiff.core.sampling import seed_batches
+from steindiff.shards import ShardError, load_samples, read_shard, shard_path, write_shard
 
 __all__ = ["SeedBatches", "SamplingModule", "seed_batches", "load_samples", "RunInterrupted", "NonFiniteSamples"]
 
@@ -68,12 +68,14 @@ class SamplingModule(pl.LightningModule):
         require_finite: refuse a batch with NaN/Inf samples (nothing written for it).
         throttle_s: sleep after each batch (tests interrupt runs mid-way with it).
         stop_requested: a callable, True once SIGTERM/SIGINT arrived.
+        first_batch: a ``steindiff.prefetch.FirstBatch`` already sampling one batch of seeds (the app starts it
+            before Lightning is imported); that batch is taken from it instead of sampled again.
 
     NFE: the run's (measured per batch; ``self.nfe``).
     """
 
     def __init__(self, run, out_dir: str | Path = ".", *, require_finite: bool = True, throttle_s: float = 0.0,
-                 stop_requested=None):
+                 stop_requested=None, first_batch=None):
         super().__init__()
         self.run = run
         # the run's modules as attributes: registered as submodules, so Lightning moves them to the device
@@ -86,6 +88,8 @@ class SamplingModule(pl.LightningModule):
         self.require_finite, self.throttle_s = bool(require_finite), float(throttle_s)
         self.stop_requested = stop_requested
         self.resumed_batches = 0
+        self.first_batch = first_batch  # a steindiff.prefetch.FirstBatch sampling this rank's first batch, or None
+        self.timing: dict[str, float] = {}  # seconds: process start to the first batch's samples, sampling
 
     def test_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -98,7 +102,8 @@ class SamplingModule(pl.LightningModule):
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
 
     def test_step(self, seeds: torch.Tensor, batch_idx: int):
-        if self.stop_requested is not None and self.stop_requested():
+        prefetched = self.first_batch is not None and self.first_batch.seeds == seeds.tolist()
+        if self.stop_requested is not None and self.stop_requested() and not prefetched:  # finish a started batch
             raise RunInterrupted(f"stopped by signal after {self._samples_done} new samples; "
                                  "rerun the same command in the same folder to resume")
         seed_list = seeds.tolist()
@@ -110,7 +115,9 @@ class SamplingModule(pl.LightningModule):
         self.traces.extend(trace)
         if self.metrics is not None:
             self.metrics.update(self.decoded(samples), seeds=seeds.to(self.device))
-        rate = self._samples_done / max(time.perf_counter() - self._t0, 1e-9)
+        elapsed = time.perf_counter() - self._t0
+        self.timing["sampling_s"] = round(elapsed, 3)  # first batch to this one, metrics updates included
+        rate = self._samples_done / max(elapsed, 1e-9)
         self.log("samples_per_s", rate, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(seed_list),
                  rank_zero_only=True)
         if self.throttle_s:
@@ -118,9 +125,11 @@ class SamplingModule(pl.LightningModule):
         return None
 
     def _sample(self, seeds: list[int]):
-        run = self.run
-        res = sample(self.denoiser, run.grid, run.solver, run.corrector, seeds=seeds, shape=run.shape,
-                     process=run.process, dtype=run.dtype, device=self.device, observers=run.observers)
+        res = self.first_batch.take(seeds) if self.first_batch is not None else None
+        ready = None if res is None else self.first_batch.ready_s
+        if res is None:
+            res = self.run.sample(seeds, device=self.device)
+        self.timing.setdefault("first_batch_s", round(ready or since_process_start(), 3))
         self.nfe = res.nfe
         trace = [{**t, "batch": int(seeds[0])} for t in res.trace]  # batches named by their first seed
         samples = res.samples.detach()
@@ -167,7 +176,7 @@ class SamplingModule(pl.LightningModule):
         if self.metrics is None:
             return
         values = self.metrics.compute()  # every rank: states are synced across processes
-        for name, value in values.items():
-            self.log(name, float(value), sync_dist=False, rank_zero_only=True)
+        for name, value in values.items():  # equal on every rank: the mean across ranks (sync_dist) is the value
+            self.log(name, float(value), sync_dist=True)
         self.computed_metrics = {k: float(v) for k, v in values.items()}
         self.metrics.reset()

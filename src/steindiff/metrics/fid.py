@@ -5,7 +5,9 @@ classifier of ``steindiff.metrics.digits``) or a user's TorchScript network (FD-
 ``image_metrics(...)`` builds the metric collection of the sampling app's ``metrics=fid`` and
 ``metrics=digits_fid`` groups: ``fid`` (``FrechetDistance``, see ``steindiff.metrics.frechet``, whose
 names are re-exported here), optionally ``kid`` (``KernelDistance``) and ``inception_score``
-(``ClassifierScore``).
+(``ClassifierScore``), each prefixed with its feature space unless it is Inception's (``digits_fid``).
+``FrechetDistance`` and ``KernelDistance`` leave ``notes`` when computed from too few samples (the app
+puts them in results.json and prints them).
 
 Imports go one way: frechet and features <- digits <- fid.
 """
@@ -34,6 +36,7 @@ __all__ = [
     "frechet_distance",
     "image_metrics",
     "load_reference",
+    "metric_prefix",
     "reference_images",
     "polynomial_mmd",
     "save_reference",
@@ -74,7 +77,9 @@ def image_metrics(features: str = "inception", weights: str | None = None, refer
                   reference_data: str | None = None, reference_size: int = 8, kid: bool = False,
                   kid_subset_size: int = 1000, inception_score: bool = False,
                   feature_kwargs: dict | None = None) -> MetricCollection:
-    """The metrics of an image run: ``fid`` (always), ``kid`` and ``inception_score`` (optional).
+    """The metrics of an image run: ``fid`` (always), ``kid`` and ``inception_score`` (optional), named with their
+    feature space (``metric_prefix``: ``digits_fid``, ``digits_kid``, ``digits_inception_score`` for features=digits).
+    KID is the raw unbiased MMD^2 (as torchmetrics and torch-fidelity return it; papers often print it x 10^3).
 
     ``reference``: an npz of reference statistics (steindiff-stats); or ``reference_data``: a bundled
     data set whose statistics are computed at start (digits_train, digits_test, at ``reference_size``:
@@ -93,12 +98,21 @@ def image_metrics(features: str = "inception", weights: str | None = None, refer
     feature = feature_extractor(features, weights, **(feature_kwargs or {}))
     real = reference_images(reference_data, reference_size) if reference_data else None  # loaded once
     stats = _reference_stats(real, feature) if real is not None else reference
-    metrics = {"fid": FrechetDistance(feature, stats)}
+    prefix = metric_prefix(feature)
+    metrics = {f"{prefix}fid": FrechetDistance(feature, stats)}
     if kid:
-        metrics["kid"] = KernelDistance(feature, real, subset_size=kid_subset_size)
+        metrics[f"{prefix}kid"] = KernelDistance(feature, real, subset_size=kid_subset_size)
     if inception_score:
-        metrics["inception_score"] = ClassifierScore(DigitsLogits(weights))
+        metrics[f"{prefix}inception_score"] = ClassifierScore(DigitsLogits(weights))
     return MetricCollection(metrics, compute_groups=False)
+
+
+def metric_prefix(feature: nn.Module) -> str:
+    """How the metric names say their feature space: "" for Inception (fid, kid: the literature's numbers),
+    "<name>_" for any other (digits_fid, digits_kid, digits_inception_score; dinov2_fid for a TorchScript
+    network named dinov2): a digits-classifier FID is not comparable with an Inception FID."""
+    name = str(getattr(feature, "name", "") or "features")
+    return "" if name == "inception" else f"{name}_"
 
 
 class ClassifierScore(Metric):
@@ -164,6 +178,7 @@ class KernelDistance(Metric):
         with torch.no_grad():
             self.real_features = torch.cat([self.feature(b).double() for b in real_images.split(500)])
         self.subset_size, self.num_subsets, self.seed = int(subset_size), int(num_subsets), int(seed)
+        self.notes: list[str] = []  # set by compute: subsets smaller than subset_size
         self.add_state("fake_features", [], dist_reduce_fx="cat")
 
     def update(self, images: Tensor) -> None:
@@ -171,11 +186,15 @@ class KernelDistance(Metric):
             self.fake_features.append(self.feature(images).double().flatten())
 
     def compute(self) -> Tensor:
+        """The KID; ``self.notes`` says when the subsets were smaller than ``subset_size`` (too few images)."""
         real = self.real_features
         fake = dim_zero_cat(self.fake_features).to(real.device).reshape(-1, real.shape[1])
         m = min(self.subset_size, len(real), len(fake))
         if m < 2:
             raise RuntimeError(f"KID needs at least 2 generated and 2 real images, got {len(fake)} and {len(real)}")
+        self.notes = [] if m == self.subset_size else [
+            f"subsets of {m} samples, not kid_subset_size={self.subset_size}: only {len(fake)} generated and "
+            f"{len(real)} reference samples (KID of smaller subsets has the same mean and a larger spread)"]
         generator = torch.Generator().manual_seed(self.seed)
         values = []
         for _ in range(self.num_subsets):
@@ -191,3 +210,4 @@ def polynomial_mmd(x: Tensor, y: Tensor) -> Tensor:
     k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
     off_diagonal = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
     return off_diagonal - 2 * k_xy.mean()
+

@@ -23,6 +23,11 @@ Switches for what the paper leaves open (defaults marked; "paper" = the paper's 
 - ``subset``: statistics from the first ``subset`` rows of each batch (or group) only; every row is
   still corrected. The step is re-evaluated on those rows with autograd (one extra denoiser call on
   ``subset`` rows per step) instead of differentiating the whole batch.
+- ``subset_moments`` (ours): "subset" (default: E<u, x>, E|u|^2 and E[div u] all from the subset rows)
+  or "all" (E<u, x> and E|u|^2 from every row, which the step has computed anyway; only E[div u], the
+  costly term, from the subset). Measured on the digits U-Net and the mixture, "all" cuts the error of
+  a small subset's gamma 10-100x (benchmarks/stein_moonshot.py): |u|^2 varies much more from row to
+  row than div u does.
 - ``gamma_min`` (paper: a lower clip, value unpublished), ``gamma_max`` (ours), ``sigma_window``
   (ours: outside [lo, hi] gamma = 1), ``correct_first`` / ``correct_last`` (whether the first and
   last steps are corrected).
@@ -50,37 +55,48 @@ from ..divergence import (
 from ..solvers.base import StepOutput, transport
 from .base import Corrector, StepContext
 
-__all__ = ["SteinCorrector", "stein_gamma", "TARGETS", "STATISTICS"]
+__all__ = ["SteinCorrector", "stein_gamma", "TARGETS", "STATISTICS", "SUBSET_MOMENTS"]
 
 TARGETS = ("state", "data")
 STATISTICS = ("batch", "sample", "group")
+SUBSET_MOMENTS = ("subset", "all")
 _AUTOGRAD = ("hutchinson", "rademacher", "exact")
 _ESTIMATORS = _AUTOGRAD + ("jvp", "finite_difference")
 
 
-def stein_gamma(u: Tensor, x: Tensor, div_u: Tensor, alpha: float, sigma: float,
-                groups: Tensor | None = None) -> dict[str, Tensor]:
+def stein_gamma(u: Tensor, x: Tensor, div_u: Tensor, alpha: float, sigma: float, groups: Tensor | None = None,
+                moments: tuple[Tensor, Tensor, Tensor] | None = None) -> dict[str, Tensor]:
     """Theorem 4.7's coefficient from native-coordinate residuals u (B, ...), states x, div u (B,).
 
     ``groups`` (B,) int: one coefficient per group (all zeros = one for the batch); None = one per
-    sample. Returns gamma per row (B,) and the statistics s_xu, s_uu, s_div per group.
+    sample. ``moments`` (ours; needs ``groups``): (u, x, groups) of other rows, e.g. every row of the
+    batch when u, x, div_u hold a subset with rows in every group, to take E<u, x> and E|u|^2 from.
+    Returns gamma per row (B,) and the statistics s_xu, s_uu, s_div per group.
     """
     s_xu_rows = (u * x).flatten(1).sum(1)
     s_uu_rows = u.flatten(1).pow(2).sum(1)
     if groups is None:
+        if moments is not None:
+            raise ValueError("stein_gamma: moments from other rows need groups")
         s_xu, s_uu, s_div, index = s_xu_rows, s_uu_rows, div_u, torch.arange(len(u), device=u.device)
     else:
-        index = torch.unique(groups, return_inverse=True)[1]
-        n = int(index.max()) + 1
-        count = torch.zeros(n, dtype=u.dtype, device=u.device).index_add_(0, index, torch.ones_like(div_u))
-
-        def mean(v):
-            return torch.zeros(n, dtype=u.dtype, device=u.device).index_add_(0, index, v) / count
-
-        s_xu, s_uu, s_div = mean(s_xu_rows), mean(s_uu_rows), mean(div_u)
+        index, (s_xu, s_uu, s_div) = _group_means(groups, s_xu_rows, s_uu_rows, div_u)
+        if moments is not None:
+            u_m, x_m, groups_m = moments
+            _, (s_xu, s_uu) = _group_means(groups_m, (u_m * x_m).flatten(1).sum(1), u_m.flatten(1).pow(2).sum(1))
     numerator = (1.0 - 1.0 / alpha) * s_xu + (sigma**2 / alpha) * s_div
     gamma = numerator / s_uu
     return {"gamma": gamma, "s_xu": s_xu, "s_uu": s_uu, "s_div": s_div, "index": index}
+
+
+def _group_means(groups: Tensor, *values: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """(each row's group index among the sorted group ids, the mean of each (B,) value per group)."""
+    index = torch.unique(groups, return_inverse=True)[1]
+    n = int(index.max()) + 1
+    like = values[0]
+    count = torch.zeros(n, dtype=like.dtype, device=like.device).index_add_(0, index, torch.ones_like(like))
+    return index, [torch.zeros(n, dtype=like.dtype, device=like.device).index_add_(0, index, v) / count
+                   for v in values]
 
 
 class SteinCorrector(Corrector):
@@ -91,6 +107,7 @@ class SteinCorrector(Corrector):
         statistics: "batch" (the paper's), "sample" or "group" (seed-aligned groups of ``group_size``).
         group_size: seeds per group for statistics "group".
         subset: statistics from the first ``subset`` rows of each batch or group (None: all rows).
+        subset_moments: with ``subset``, where E<u, x> and E|u|^2 come from: "subset" or "all" rows (ours).
         divergence: "hutchinson" (the paper's), "rademacher", "jvp", "finite_difference" or "exact".
         num_probes: probes of the stochastic estimators (the paper: 5).
         fd_eps: finite-difference step, relative to sigma.
@@ -115,7 +132,8 @@ class SteinCorrector(Corrector):
                  subset: int | None = None, divergence: str = "hutchinson", num_probes: int = 5,
                  fd_eps: float = 1e-3, gamma_min: float | None = None, gamma_max: float | None = None,
                  sigma_window: tuple[float, float] | None = None, correct_first: bool = True,
-                 correct_last: bool = True, probe_seed: int = 0, batched_vjp: bool = False):
+                 correct_last: bool = True, probe_seed: int = 0, batched_vjp: bool = False,
+                 subset_moments: str = "subset"):
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; accepted: {', '.join(TARGETS)}")
         if statistics not in STATISTICS:
@@ -130,6 +148,8 @@ class SteinCorrector(Corrector):
             raise ValueError(f"subset must be None or an integer >= 1, got {subset!r}")
         if subset is not None and statistics == "sample":
             raise ValueError("subset statistics need statistics 'batch' or 'group', not 'sample'")
+        if subset_moments not in SUBSET_MOMENTS:
+            raise ValueError(f"unknown subset_moments {subset_moments!r}; accepted: {', '.join(SUBSET_MOMENTS)}")
         if gamma_min is not None and gamma_max is not None and gamma_min > gamma_max:
             raise ValueError(f"gamma_min ({gamma_min}) must not exceed gamma_max ({gamma_max})")
         if sigma_window is not None:
@@ -146,6 +166,7 @@ class SteinCorrector(Corrector):
         self.correct_first, self.correct_last = bool(correct_first), bool(correct_last)
         self.probe_seed = int(probe_seed)
         self.batched_vjp = bool(batched_vjp)
+        self.subset_moments = subset_moments
 
     @property
     def requires_grad(self) -> bool:  # differentiate the loop's own step (no extra NFE)
@@ -220,7 +241,10 @@ class SteinCorrector(Corrector):
         if self.subset is not None:
             rows = self._subset_rows(x, context)
         x_s, t_s, div_t, div_err = self._divergence_of_target(x, output, context, rows)
-        gamma_rows, stats = self._gamma(x_s.detach(), t_s.detach(), div_t, context, rows, len(x))
+        every_row = None
+        if rows is not None and self.subset_moments == "all":  # ours: E<u, x>, E|u|^2 from every row
+            every_row = (x.detach(), self._target(output).detach())
+        gamma_rows, stats = self._gamma(x_s.detach(), t_s.detach(), div_t, context, rows, len(x), every_row)
         gamma_rows, fallback, clipped = self._safeguard(gamma_rows)
         x_next = self._apply(x.detach(), output, gamma_rows, context)
         info.update({
@@ -246,29 +270,29 @@ class SteinCorrector(Corrector):
             raise ValueError("statistics 'group' needs the seeds of the batch (use steindiff.core.sample)")
         return context.seeds // self.group_size
 
+    def _residual(self, x: Tensor, t: Tensor, context: StepContext) -> tuple[Tensor, Tensor]:
+        """(u, x) in the process's native coordinates."""
+        x_native = context.alpha * x
+        t_native = context.alpha_next * t if self.target == "state" else t
+        return x_native - t_native, x_native
+
     def _gamma(self, x: Tensor, t: Tensor, div_t: Tensor, context: StepContext, rows: Tensor | None,
-               batch: int) -> tuple[Tensor, dict]:
-        alpha, alpha_next = context.alpha, context.alpha_next
-        x_native = alpha * x
-        if self.target == "state":
-            t_native = alpha_next * t
-            div_native = (alpha_next / alpha) * div_t
-        else:
-            t_native, div_native = t, div_t / alpha
-        d = x[0].numel()
-        u = x_native - t_native
-        div_u = d - div_native
+               batch: int, every_row: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, dict]:
+        alpha = context.alpha
+        u, x_native = self._residual(x, t, context)
+        div_native = (context.alpha_next / alpha) * div_t if self.target == "state" else div_t / alpha
+        div_u = x[0].numel() - div_native
         sigma_native = alpha * context.sigma
         if self.statistics == "sample":
             stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, None)
             return stats["gamma"], stats
-        if self.statistics == "batch":
-            groups = torch.zeros(len(x), dtype=torch.int64, device=x.device)
-            stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups)
-            return stats["gamma"][0].expand(batch).clone(), stats
-        all_groups = self._groups(context).to(x.device)  # (batch,)
+        all_groups = (torch.zeros(batch, dtype=torch.int64, device=x.device) if self.statistics == "batch"
+                      else self._groups(context).to(x.device))  # (batch,)
         groups = all_groups if rows is None else all_groups[rows]
-        stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups)
+        moments = None if every_row is None else (*self._residual(*every_row, context), all_groups)
+        stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups, moments)
+        if self.statistics == "batch":
+            return stats["gamma"][0].expand(batch).clone(), stats
         used = torch.unique(groups)
         # each row of the batch gets its group's gamma (every group has statistics rows)
         position = torch.searchsorted(used, all_groups)
