@@ -157,7 +157,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         found = measure(repeats, jobs, Path(scratch), env)
         ddp = {} if args.quick else measure_ddp(repeats, Path(scratch), env)
-    lines = [f"Command: `python benchmarks/startup.py{' --quick' if args.quick else ''}` (fresh processes, "
+    flags = " --quick" if args.quick else (f" --repeats {args.repeats}" if args.repeats != 3 else "")
+    lines = [f"Command: `python benchmarks/startup.py{flags}` (fresh processes, "
              f"interleaved, num_threads=1, CPU: {os.cpu_count()} cores, shared machine: ratios matter; medians of "
              f"{repeats}; times from process start)", "", *table(found, ddp), "",
              "Slowest top-level imports of the app (`python -X importtime`, cumulative s, one run):", "",
