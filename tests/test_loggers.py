@@ -3,9 +3,6 @@ and groups a dashboard can use, several loggers at once, nothing deleted on a re
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import warnings
 from types import SimpleNamespace
 
@@ -19,24 +16,12 @@ from steindiff.cli.config import run_group, run_name
 from steindiff.cli.loggers import logger_configs, quiet_lightning
 from steindiff.lightning.results import shard_traces, trace_summary
 from steindiff.shards import write_shard
+from tests.test_app import run_app
 from tests.wandb_records import run_summary
 
 NOISE = ("litlogger", "LeafSpec", "sync_dist", "anonymous setting")
 
 
-def _env(tmp_path):
-    env = dict(os.environ)
-    env.update(STEINDIFF_RUNS_DIR=str(tmp_path / "runs"), WANDB_MODE="offline", WANDB_DIR=str(tmp_path / "wandb"),
-               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-               WANDB_SILENT="true", OMP_NUM_THREADS="1")
-    return env
-
-
-def run_app(tmp_path, *overrides):
-    proc = subprocess.run([sys.executable, "-m", "steindiff.cli.sample", *overrides], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def _hydra(overrides, mode=RunMode.RUN, sweep_dir="runs/multirun/2026-12-03/10-45-00"):
