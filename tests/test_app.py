@@ -131,7 +131,8 @@ def test_sweep_2x2_and_report(tmp_path):
 
 
 def test_multirun_with_ddp_is_refused(tmp_path):
-    proc = run_app(tmp_path, "-m", "trainer=ddp", "num_samples=10", "hydra.sweep.dir=sweep", check=False)
+    proc = run_app(tmp_path, "-m", "trainer=ddp", "num_samples=10", "batch_size=5",
+                    "hydra.sweep.dir=sweep", check=False)
     assert proc.returncode != 0
     assert "not supported" in proc.stderr
     assert not list((tmp_path / "sweep").rglob("results.json"))

@@ -166,3 +166,10 @@ def test_trajectory_metric_gets_the_runs_own_denoiser():
     result = run.sample()
     run.metrics.update(result.samples, seeds=torch.tensor(run.seeds))
     assert 0 < float(run.metrics.compute()["trajectory_error"]) < 10
+
+
+def test_metrics_none_with_an_experiment_that_sets_metric_keys_builds_no_metrics():
+    # experiment=ring2d_mlp sets metrics.data; with metrics=none that key is left over and must not break the run
+    cfg = compose_sample_config(["experiment=ring2d_mlp", "metrics=none", "num_samples=4"])
+    assert cfg.metrics == {"data": "ring2d"}
+    assert build_run(cfg).metrics is None

@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from steindiff import controls
 from steindiff.config import check_values, register_schema
 from steindiff.core import (
     Corrector,
@@ -172,10 +173,11 @@ def build_metrics(cfg: DictConfig, denoiser):
     A metrics config with a ``denoiser`` key (the trajectory error) gets the run's own denoiser object, not a
     second copy built from the interpolated config.
     """
-    if not cfg.get("metrics"):
-        return None
+    if not cfg.get("metrics") or "_target_" not in cfg.metrics:  # metrics=none (an experiment may still set keys
+        return None                                                # of its own metrics, e.g. metrics.data)
     from torchmetrics import Metric, MetricCollection  # start-up: 2-3 s; runs without metrics never pay it
 
+    denoiser = controls.unscaled(denoiser)  # the trajectory reference follows the model's ODE, not epsilon scaling's
     metrics = _built("metrics", cfg.metrics, **({"denoiser": denoiser} if "denoiser" in cfg.metrics else {}))
     if isinstance(metrics, Metric):
         metrics = MetricCollection({type(metrics).__name__.lower(): metrics})
@@ -192,14 +194,16 @@ def build_run(cfg: DictConfig, metrics: bool = True) -> Run:
     batch samples).
     """
     check_values(cfg)
-    denoiser = _built("denoiser", cfg.denoiser)
+    denoiser = controls.scaled_denoiser(cfg, _built("denoiser", cfg.denoiser))  # epsilon_scaling (ours)
     spec, notes = spec_of(denoiser), []
     process = spec.process or make_process(cfg.process)
     solver = _built("solver", cfg.solver)
     schedule = _schedule(cfg, spec, notes)
     grid = _grid(cfg, solver, schedule, process)
-    corrector = _built("corrector", cfg.corrector)
+    corrector = _built("corrector", cfg.corrector, **controls.corrector_kwargs(cfg))  # the oracle's data law
+    controls.check_steps(corrector, grid.num_steps)
     observers = [LipschitzObserver(iters=cfg.diagnostics.lipschitz_iters)] if cfg.diagnostics.lipschitz else []
+    observers += controls.estimator_observers(cfg)
     return Run(denoiser=denoiser, grid=grid, solver=solver, corrector=corrector, observers=observers,
                metrics=build_metrics(cfg, denoiser) if metrics else None,
                decoder=_built("decoder", cfg.decoder) if cfg.get("decoder") else None,

@@ -236,20 +236,29 @@ def _gamma_extras(ax, trace: list[dict]) -> None:
         ax.plot(r["sigma"], r["centre"], ls=":", c="0.4", label="1/(1-r), r = sigma_next/sigma (exact, target=state)")
 
 
+#: the estimator observer's numbers (steindiff.core.EstimatorObserver), drawn beside the corrector's gamma
+ESTIMATOR_KEYS = {"stein_estimate": "Stein estimate (observer)", "oracle_gamma": "oracle gamma (observer)"}
+
+
 def trace_plot(path: Path | str | None, trace: list[dict], key: str, title: str, reference: float | None = 1.0,
                ylabel: str | None = None):
     """``key`` per step (e.g. gamma) against sigma; with several batches their median and min..max band.
-    For gamma: the per-sample/group range when the trace has it, and 1/(1 - r). Returns the Figure."""
+    For gamma: the per-sample/group range when the trace has it, 1/(1 - r), and the estimator observer's
+    Stein estimate and oracle gamma at the same states when recorded. Returns the Figure."""
     fig = _figure(6.0, 3.8)
     ax = fig.add_subplot()
-    draw_trace(ax, trace, key, key)
+    extra = [k for k in ESTIMATOR_KEYS if key == "gamma" and any(k in t for t in trace)]
+    if any(key in t for t in trace):
+        draw_trace(ax, trace, key, f"{key} (the corrector's)" if extra else key)
+    for k, marker in zip(extra, ("s", "D")):
+        draw_trace(ax, trace, k, ESTIMATOR_KEYS[k], marker=marker)
     if key == "gamma":
         _gamma_extras(ax, trace)
     if reference is not None:
         ax.axhline(reference, color="0.5", lw=0.8, ls="--",
                    label=f"{key} = {reference:g}" + (" (no correction)" if key == "gamma" else ""))
     _sigma_axis(ax)
-    log = log_if_wide(ax, [t.get(k) for t in trace for k in (key, f"{key}_min_row", f"{key}_max_row")])
+    log = log_if_wide(ax, [t.get(k) for t in trace for k in (key, f"{key}_min_row", f"{key}_max_row", *extra)])
     ax.set_ylabel((ylabel or key) + log)
     ax.set_title(_wrap(title, 90), fontsize=8)
     ax.legend(fontsize=7)

@@ -33,12 +33,13 @@ from hydra.version import setbase
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from steindiff.errors import CheckpointError
+from steindiff.errors import CheckpointError, filesystem_message
 from steindiff.tracked import tracked_files
 
 __all__ = ["CONF_ENV", "FIRST_MISTAKE", "OVERWRITE_TRACKED_ENV", "USER_ERRORS", "ErrorRules", "added_key_message",
            "conf_dir", "config_folders", "hydra_app", "load_dotenv", "missing_message", "missing_values", "one_line",
-           "precheck", "required_hint", "sweep_jobs", "tracked_folder_message"]
+           "precheck", "required_hint", "sweep_jobs", "tracked_folder_message",
+           "unwritable_folder_message"]
 
 #: the environment variable naming a config folder to use instead of the package's
 CONF_ENV = "STEINDIFF_CONF"
@@ -101,6 +102,9 @@ def one_line(err: BaseException) -> str:
     message = message.split(", set env var HYDRA_FULL_ERROR")[0]
     if cause is not None and str(cause):
         message = f"{message}: {' '.join(str(cause).split()).split(' full_key:')[0]}"
+    if message.startswith("Config group override must be a string or a list. Got NoneType"):  # logger=null
+        message += (": a config group takes an option name, not null (no logger: 'logger=[]'; no corrector or "
+                    "metrics: corrector=none, metrics=none)")
     return message
 
 
@@ -108,7 +112,8 @@ def precheck(prog: str, primary: str | Path, config_name: str, check: Callable[[
              shared: str | Path | None = None) -> int | None:
     """Compose the command line before Hydra runs: a mistake is one line and exit 2, and nothing is written.
 
-    Every job of a ``-m`` sweep is composed (one per distinct set of group choices and added keys). Refused:
+    Every job of a ``-m`` sweep is composed and checked; the structural checks run once per distinct set of group
+    choices and added keys. Refused:
     a bad override, a mandatory value (``???``) left unset (``missing_message``), a top-level key added with
     ``+`` that the config does not have (``added_key_message``), a run or sweep folder holding files tracked
     by git (``tracked_folder_message``), and whatever ``check`` (the app's value checks) raises.
@@ -131,17 +136,16 @@ def precheck(prog: str, primary: str | Path, config_name: str, check: Callable[[
             groups: Mapping[str, object] = {}
             for number, overrides in enumerate(jobs):
                 shape = _job_shape(overrides, groups)  # the first job's groups: decided before composing
-                if number and shape in seen:
-                    continue  # the same groups and added keys as a job already checked: only values differ
+                known = number and shape in seen  # the same groups and added keys as a job checked: values differ
                 seen.add(shape)
-                cfg = composed(overrides)
+                cfg = composed(overrides)  # every job: its values go through ``check`` (nfe=4,0)
                 choices = dict(cfg.hydra.runtime.choices)
                 if not groups:
                     groups = choices
                     seen.add(_job_shape(overrides, groups))
                 job = _Job(cfg, overrides, choices, folders, config_name, composed)
-                refusal = job.refusal(folder_key=("hydra.sweep.dir" if multirun else "hydra.run.dir")
-                                      if number == 0 else None)
+                refusal = None if known else job.refusal(
+                    folder_key=("hydra.sweep.dir" if multirun else "hydra.run.dir") if number == 0 else None)
                 if refusal is None and check is not None:
                     check(job.cfg)
                 if refusal is not None:
@@ -192,7 +196,8 @@ class _Job:
             return missing_message(missing, self.choices, self.folders, self.config_name)
         folder = self.sweep_dir if folder_key == "hydra.sweep.dir" else self.run_dir
         if folder_key is not None and folder is not None:
-            refused = tracked_folder_message(Path(folder), folder_key)
+            refused = unwritable_folder_message(Path(folder), folder_key) or tracked_folder_message(Path(folder),
+                                                                                                     folder_key)
             if refused:
                 return refused
         return self.unknown_added_key()
@@ -287,6 +292,34 @@ def tracked_folder_message(folder: Path, key: str) -> str | None:
             f"give another {key}=<folder>, or set {OVERWRITE_TRACKED_ENV}=1 to replace them")
 
 
+def unwritable_folder_message(folder: Path, key: str) -> str | None:
+    """A one-line refusal when the run folder cannot be written: it is a file, lies under a file, its records
+    (.steindiff/, samples/) are files, another process holds its lock (``steindiff.runfolder.lock_run_folder``),
+    or the nearest folder that exists is not writable; None otherwise."""
+    path = folder.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        return f"{key}={folder} is a file, not a folder: give another {key}=<folder>, or move the file"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{key}={folder} lies under {existing}, which is a file: give another {key}=<folder>"
+    for inner in (".steindiff", "samples"):
+        if (path / inner).exists() and not (path / inner).is_dir():
+            return (f"{key}={folder} holds a file {inner} where the run keeps a folder: move it, or give another "
+                    f"{key}=<folder>")
+    from steindiff.runfolder import is_rank_zero, lock_holder  # start-up: the apps' run folders
+
+    holder = lock_holder(path) if path.is_dir() and is_rank_zero() else None  # DDP ranks share rank 0's lock
+    if holder is not None:
+        return (f"{key}={folder} is being written by another steindiff process (pid {holder}): wait for it to "
+                f"finish, or give another {key}=<folder>")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" ({existing}, where it would be made, is not writable)"
+        return f"{key}={folder} is not writable{where}: make it writable, or give another {key}=<folder>"
+    return None
+
+
 def _quoted(text: str) -> str:
     """``text`` as a quoted string of Hydra's override grammar (a path with spaces, commas or quotes)."""
     return "'" + text.replace("'", "\\'") + "'"
@@ -333,6 +366,10 @@ def _task(prog: str, run: Callable[[DictConfig], object],
         try:
             run(cfg)
         except BaseException as err:
+            filesystem = filesystem_message(err)
+            if filesystem is not None:  # no space, permission, not a directory: the user's to fix
+                print(f"{prog}: error: {filesystem}", file=sys.stderr)
+                sys.exit(FIRST_MISTAKE)
             rules = errors() if callable(errors) else errors
             rule = next((rule for kind, rule in rules.items() if isinstance(err, kind)), None)
             if rule is None:

@@ -6,6 +6,7 @@ The config's schema and value checks live in ``steindiff.config`` (no Hydra runt
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from steindiff.config import RESUMABLE_KEYS
 from steindiff.errors import ConfigError
 
-__all__ = ["check_multirun_ddp", "label_setting", "register_resolvers", "run_group", "run_name"]
+__all__ = ["check_multirun_ddp", "label_setting", "log_file", "register_resolvers", "run_group", "run_name"]
 
 
 def check_multirun_ddp(cfg) -> None:
@@ -117,10 +118,19 @@ def _sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name if HydraConfig.initialized() else None
 
 
+def log_file(name: str) -> str:
+    """The log file of this process: ``<name>.log`` for rank 0, ``<name>_rank<r>.log`` for the other ranks of a
+    DDP launch (Lightning renames their Hydra job, which would otherwise name the file after its launcher)."""
+    rank = int(os.environ.get("RANK") or os.environ.get("LOCAL_RANK") or 0)
+    return f"{name}.log" if rank == 0 else f"{name}_rank{rank}.log"
+
+
 def register_resolvers() -> None:
     """``${steindiff_run_name:}`` and ``${steindiff_run_group:}`` (``run_name``, ``run_group``): sample.yaml names
-    and groups its dashboard runs with them. ``${steindiff_setting:}`` (the setting label) and
-    ``${steindiff_sweep:}`` (the sweep folder's name) stay for configs written before. Idempotent."""
+    and groups its dashboard runs with them; ``${steindiff_log_file:sample}`` names each rank's log file
+    (``log_file``). ``${steindiff_setting:}`` (the setting label) and ``${steindiff_sweep:}`` (the sweep folder's
+    name) stay for configs written before. Idempotent."""
+    OmegaConf.register_new_resolver("steindiff_log_file", log_file, replace=True)
     OmegaConf.register_new_resolver("steindiff_run_name", lambda *, _root_: run_name(_root_, _hydra()), replace=True)
     OmegaConf.register_new_resolver("steindiff_run_group", lambda *, _root_: run_group(_root_, _hydra()),
                                     replace=True)

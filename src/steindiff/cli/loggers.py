@@ -25,11 +25,18 @@ def logger_configs(logger_cfg) -> list:
     return [c for c in logger_cfg.values() if isinstance(c, DictConfig | dict) and c and "_target_" in c]
 
 
-def wandb_logger(**kwargs):
+def wandb_logger(init_timeout: float | None = None, **kwargs):
     """Lightning's ``WandbLogger(**kwargs)`` without the ``anonymous=None`` it always passes to ``wandb.init``:
-    W&B >= 0.19 prints "The anonymous setting has no effect" for any value given (wandb.yaml names this)."""
+    W&B >= 0.19 prints "The anonymous setting has no effect" for any value given (wandb.yaml names this).
+
+    init_timeout: seconds ``wandb.init`` waits for the server (W&B's default 90 s, then more retries: an online
+    run with no reachable server blocked about 100 s before the app fell back to files only)."""
     from pytorch_lightning.loggers import WandbLogger  # start-up: only runs with a W&B logger import it
 
+    if init_timeout is not None and "settings" not in kwargs:
+        import wandb  # start-up: only runs with a W&B logger import it
+
+        kwargs["settings"] = wandb.Settings(init_timeout=float(init_timeout))
     logger = WandbLogger(**kwargs)
     if getattr(logger, "_wandb_init", {}).get("anonymous", False) is None:
         del logger._wandb_init["anonymous"]

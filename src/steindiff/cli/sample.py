@@ -13,6 +13,7 @@ the logger's files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -23,13 +24,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from steindiff.cli.app import USER_ERRORS, ErrorRules, hydra_app
+from steindiff.cli.checks import check_sample_run, take_prebuilt
 from steindiff.cli.config import check_multirun_ddp, label_setting
 from steindiff.cli.loggers import logger_configs, quiet_lightning
-from steindiff.config import RESUMABLE_KEYS, check_values
-from steindiff.runfolder import claim_run_folder
+from steindiff.config import RESUMABLE_KEYS
+from steindiff.runfolder import claim_run_folder, is_rank_zero, lock_run_folder
 
 #: exit code of a run stopped by SIGTERM/SIGINT (the batch in progress was written; rerun to resume)
 _INTERRUPTED = 3
+_RESUME = "rerun the same command in the same folder to resume"
 
 
 def run(cfg) -> dict:
@@ -47,15 +50,17 @@ def run(cfg) -> dict:
         torch.set_num_threads(cfg.num_threads)
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    built = build_run(cfg, metrics=False)
+    built = take_prebuilt(cfg) or build_run(cfg, metrics=False)  # built by check_sample_run before Hydra started
     first_batch = _start_first_batch(cfg, built, out_dir)
     try:
         built.metrics = build_metrics(cfg, built.denoiser)  # reference statistics fail here, before the folder
         for note in built.notes:
             print(f"steindiff-sample: {note}", file=sys.stderr)
-        claim_run_folder(out_dir, "run.json", OmegaConf.to_container(cfg, resolve=False), RESUMABLE_KEYS,
-                         extra={"seeds": built.seeds}, orphans="samples/seeds-*.npz", stale=("results.json",))
-        return _evaluate(cfg, hc, built, out_dir, first_batch)
+        # rank 0 holds the folder's lock for the whole run; the ranks Lightning starts share it
+        with lock_run_folder(out_dir) if is_rank_zero() else contextlib.nullcontext():
+            claim_run_folder(out_dir, "run.json", OmegaConf.to_container(cfg, resolve=False), RESUMABLE_KEYS,
+                             extra={"seeds": built.seeds}, orphans="samples/seeds-*.npz", stale=("results.json",))
+            return _evaluate(cfg, hc, built, out_dir, first_batch)
     finally:
         if first_batch is not None:
             first_batch.cancel()  # a no-op once taken; else the thread stops at its next step
@@ -94,26 +99,32 @@ def _rank_and_world(trainer) -> tuple[int, int | None]:
 
 
 def _evaluate(cfg, hc, built, out_dir: Path, first_batch) -> dict:
-    """Lightning's test loop over the run's seed batches, with its loggers and the ``RunResults`` callback."""
-    import pytorch_lightning as pl  # start-up: 2.5 s, while the first batch samples
-
-    from steindiff.lightning import RunResults, SamplingModule  # start-up: imports Lightning
-
-    quiet_lightning()
-    loggers = [lg for lg in map(_start_logger, logger_configs(cfg.logger)) if lg is not None]
-    results = RunResults(out_dir, _run_info(cfg, hc), OmegaConf.to_yaml(cfg, resolve=True), plots=cfg.plots)
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
-                         callbacks=[results], use_distributed_sampler=False, inference_mode=False,
-                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out_dir))
+    """Lightning's test loop over the run's seed batches, with its loggers, the ``RunResults`` callback and the
+    ranks' common stop decision (``StopPolicy``, after ``RunResults``)."""
     stop = _StopFlag()
-    module = SamplingModule(built, out_dir, throttle_s=cfg.debug.throttle_s, stop_requested=stop,
-                            first_batch=first_batch)
+    stop.install()  # from here a signal only sets the flag (Lightning's own handler is kept off)
     try:
-        stop.install()
-        _test(trainer, module, stop)
+        import pytorch_lightning as pl  # start-up: 2.5 s, while the first batch samples
+
+        from steindiff.lightning import RunResults, SamplingModule  # start-up: imports Lightning
+        from steindiff.lightning.signals import StopPolicy, keep_lightning_off_signals  # start-up: Lightning
+
+        quiet_lightning()
+        loggers = [lg for lg in map(_start_logger, logger_configs(cfg.logger)) if lg is not None]
+        results = RunResults(out_dir, _run_info(cfg, hc), OmegaConf.to_yaml(cfg, resolve=True), plots=cfg.plots)
+        policy = StopPolicy(stop)
+        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
+                             callbacks=[results, policy], use_distributed_sampler=False, inference_mode=False,
+                             enable_checkpointing=False, enable_model_summary=False, default_root_dir=str(out_dir))
+        keep_lightning_off_signals(trainer)
+        module = SamplingModule(built, out_dir, throttle_s=cfg.debug.throttle_s, stop_requested=policy,
+                                first_batch=first_batch)
+        try:
+            _test(trainer, module, stop, policy)
+        finally:
+            _finish_wandb(loggers)
     finally:
         stop.uninstall()
-        _finish_wandb(loggers)
     return results.results
 
 
@@ -125,21 +136,27 @@ def _run_info(cfg, hc) -> dict:
             "config": OmegaConf.to_container(cfg, resolve=True)}
 
 
-def _test(trainer, module, stop) -> None:
-    """``trainer.test``; a signal between batches ends it as RunInterrupted (the app exits 3)."""
+def _test(trainer, module, stop, policy) -> None:
+    """``trainer.test``; a signal on any rank ends it as RunInterrupted on every rank (the app exits 3). Rank 0 of
+    a DDP launch waits for the ranks it started (``StopPolicy.reap``) and exits 3 if one was interrupted."""
     from steindiff.lightning import RunInterrupted  # start-up: imports Lightning
 
     try:
         trainer.test(module, verbose=False)
-    except SystemExit as err:  # Lightning turns SIGTERM into SIGTERMException(SystemExit) between batches
+    except SystemExit as err:  # Lightning's SIGTERMException, should its own handler run after all
         if stop.raised:
-            raise RunInterrupted("stopped by signal between batches; rerun the same command in the same "
-                                 "folder to resume") from err
+            raise RunInterrupted(f"stopped by signal between batches; {_RESUME}") from err
         raise
+    finally:
+        codes = policy.reap()
+    if stop.raised or _INTERRUPTED in codes:  # a signal after the last decision point: the results are written
+        raise RunInterrupted(f"stopped by signal at the end of the run (the results are complete); {_RESUME}")
 
 
 class _StopFlag:
-    """SIGTERM/SIGINT set a flag; the module finishes the batch in progress, then stops."""
+    """SIGTERM/SIGINT set this process's flag, nothing else (no collective, no I/O): ``StopPolicy`` turns the flags
+    of all ranks into one decision between batches; the batch in progress is finished and written, then every
+    rank stops."""
 
     def __init__(self):
         self.raised, self._previous = False, {}
@@ -186,7 +203,7 @@ def _finish_wandb(loggers) -> None:
 
 def main() -> int:
     """Entry point: one-line errors for config mistakes, then the Hydra app."""
-    return hydra_app("steindiff-sample", "sample", run, check=check_values, errors=_errors)
+    return hydra_app("steindiff-sample", "sample", run, check=check_sample_run, errors=_errors)
 
 
 def _errors() -> ErrorRules:

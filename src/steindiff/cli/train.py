@@ -24,11 +24,14 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from steindiff.cli.app import hydra_app
+from steindiff.cli.config import register_resolvers
 from steindiff.cli.loggers import logger_configs, quiet_lightning
 from steindiff.config import int_at_least
 from steindiff.errors import ConfigError
 from steindiff.io import atomic_write_text
 from steindiff.runfolder import claim_run_folder
+
+register_resolvers()  # train.yaml names each rank's log file with ${steindiff_log_file:train}
 
 __all__ = ["ConfigError", "RESUMABLE_KEYS", "main", "run", "validate"]
 

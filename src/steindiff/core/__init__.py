@@ -10,9 +10,19 @@ No Lightning or Hydra here. A whole run from a Python prompt::
 """
 
 from .adaptors import EDMPrecond, VPNetworkDenoiser, draw_labels, one_hot_labels
-from .correctors import Corrector, NoCorrector, SteinCorrector, StepContext, stein_gamma
+from .correctors import (
+    ConstantCorrector,
+    Corrector,
+    NoCorrector,
+    OracleCorrector,
+    SteinCorrector,
+    StepContext,
+    stein_gamma,
+)
 from .denoiser import CountingDenoiser, Denoiser, DenoiserSpec, GuidedDenoiser, spec_of
 from .diagnostics import energy_distance
+from .epsilon_scaling import EpsilonScaled, epsilon_scaled
+from .estimator_observer import EstimatorObserver
 from .gaussian import GaussianData
 from .mixture import MIXTURE_PRESETS, GaussianMixture, mixture_preset
 from .observers import LipschitzObserver, Observer
@@ -29,6 +39,7 @@ __all__ = [
     "MIXTURE_PRESETS", "GaussianMixture", "mixture_preset", "initial_noise", "parse_seeds",
     "PROCESSES", "NoiseProcess", "make_process", "SampleResult", "integrate", "sample", "seed_batches",
     "FINAL_STEP_POLICIES", "SCHEDULES", "Schedule", "SigmaGrid", "as_grid", "build_sigmas",
-    "SteinCorrector", "stein_gamma",
+    "SteinCorrector", "stein_gamma", "OracleCorrector", "ConstantCorrector", "EpsilonScaled", "epsilon_scaled",
+    "EstimatorObserver",
     "SOLVERS", "Solver", "SolverState", "StepOutput", "make_solver", "num_steps_for_nfe",
 ]

@@ -6,9 +6,12 @@ metrics, measured and expected NFE, sigma grid, per-step trace summary, ``comple
 ``config.yaml``, the plots (scatter.png for 2-D samples, samples.png for images, gamma.png with a
 corrector, lipschitz.png with the Lipschitz observer), and logs the trace and plots to W&B.
 
-The per-step trace is read back from the shards (each carries its batch's trace), so results.json and the
-plots cover every rank's batches and are the same for any device count. At the start (``setup``) every
-logger receives the resolved config as hyperparameters (W&B config, hparams.yaml of TensorBoard and CSV).
+The per-step trace is read back from the shards (each carries its batch's trace, as numbers), so results.json
+and the plots cover every rank's batches and are the same for any device count. results.json also records
+what ``steindiff-verify`` recomputes: the run's ``fingerprint``, ``samples_sha256`` (the shards' checksums in seed
+order: the metrics' inputs), the NFE the shards measured, and a ``checksum`` of these claims with the metrics.
+At the start (``setup``) every logger receives the resolved config as hyperparameters (W&B config,
+hparams.yaml of TensorBoard and CSV).
 """
 
 from __future__ import annotations
@@ -23,35 +26,9 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from steindiff.io import atomic_write_text
 from steindiff.plots import image_grid, lipschitz_plot, run_title, scatter_plot, trace_plot
-from steindiff.shards import load_samples, verify_run
+from steindiff.shards import load_samples, results_checksum, shard_traces, trace_summary, verify_run
 
-__all__ = ["RunResults", "trace_summary"]
-
-
-def trace_summary(traces: list[dict]) -> list[dict]:
-    """Per step: the mean over batches of every numeric trace entry."""
-    steps: dict[int, dict[str, list[float]]] = {}
-    for t in traces:
-        row = steps.setdefault(t["step"], {})
-        for k, v in t.items():
-            if isinstance(v, int | float) and k not in ("batch", "step"):
-                row.setdefault(k, []).append(float(v))
-    return [{"step": i, **{k: sum(v) / len(v) for k, v in row.items()}} for i, row in sorted(steps.items())]
-
-
-def shard_traces(out_dir: str | Path, seeds: list[int]) -> list[dict]:
-    """The per-step trace rows of every batch of the run, read from its shards (each shard carries its
-    batch's trace), in seed order: every rank's batches, the same rows whatever the device count. Shards
-    holding other seeds than the run's are left out; only the seeds and trace of a shard are read."""
-    wanted, rows = set(seeds), []
-    for path in sorted(Path(out_dir, "samples").glob("seeds-*.npz")):
-        try:
-            with np.load(path) as shard:
-                if set(shard["seeds"].tolist()) <= wanted:
-                    rows.extend(json.loads(str(shard["trace"])))
-        except Exception:  # an unreadable shard: verify_run reports it ("complete": false)
-            continue
-    return rows
+__all__ = ["RunResults", "trace_summary", "shard_traces"]
 
 
 class RunResults(pl.Callback):
@@ -90,14 +67,19 @@ class RunResults(pl.Callback):
         traces = shard_traces(self.out_dir, run.seeds)  # every rank's batches, not only this rank's
         metric_notes = [f"{name}: {note}" for name, metric in (module.metrics or {}).items()  # too few samples
                         for note in getattr(metric, "notes", None) or []]
-        results = {**self.info, "nfe": module.nfe, "expected_nfe": run.expected_nfe,
+        fingerprint = (module.fingerprint or {}).get("run")
+        check = verify_run(self.out_dir, run.seeds, batch_size=run.batch_size, fingerprint=fingerprint)
+        nfe = check["nfe"][0] if len(check["nfe"]) == 1 else module.nfe  # what every shard measured
+        results = {**self.info, "nfe": nfe, "expected_nfe": run.expected_nfe,
                    "num_steps": run.grid.num_steps, "final_step": run.grid.final_step, "process": repr(run.process),
                    "num_samples": len(run.seeds), "seeds": f"{run.seeds[0]}..{run.seeds[-1]}",
                    "metrics": module.computed_metrics, "sigmas": run.grid.tolist(),
                    "trace": trace_summary(traces), "solver_repr": repr(run.solver),
                    "corrector_repr": repr(run.corrector), "observers": [repr(o) for o in run.observers],
-                   "notes": [*run.notes, *metric_notes], "complete": verify_run(self.out_dir, run.seeds)["complete"],
-                   "resumed_batches": module.resumed_batches, "timing": dict(module.timing)}
+                   "notes": [*run.notes, *metric_notes], "complete": check["complete"],
+                   "resumed_batches": module.resumed_batches, "timing": dict(module.timing),
+                   "fingerprint": fingerprint, "samples_sha256": check["samples_sha256"]}
+        results["checksum"] = results_checksum(results)
         atomic_write_text(self.out_dir / "config.yaml", self.config_yaml)
         if self.plots:
             self._plot(module, results, traces)
@@ -113,6 +95,10 @@ class RunResults(pl.Callback):
               f"{results['final_step']}); {shown}; wrote {self.out_dir}")
         for note in metric_notes:
             print(f"steindiff-sample: warning: {note}", file=sys.stderr)
+        if not check["complete"]:
+            print(f"steindiff-sample: warning: {self.out_dir} is not complete ({_problems(check)}); results.json says "
+                  "complete: false; rerun the same command to resume, steindiff-verify names the files",
+                  file=sys.stderr)
         self.results = results
 
     def _plot(self, module, results: dict, traces: list[dict]) -> None:
@@ -124,10 +110,18 @@ class RunResults(pl.Callback):
             scatter_plot(self.out_dir / "scatter.png", samples, exact, title)
         if samples.ndim == 4 or module.decoder is not None:
             image_grid(self.out_dir / "samples.png", module.decoded(samples[:64]), title)
-        if any("gamma" in t for t in trace):
+        if any("gamma" in t or "stein_estimate" in t for t in trace):  # a corrector's or the estimator observer's
             trace_plot(self.out_dir / "gamma.png", trace, "gamma", title)
         if any("lipschitz_mean" in t for t in trace):
             lipschitz_plot(self.out_dir / "lipschitz.png", trace, title)
+
+
+def _problems(check: dict) -> str:
+    """What ``verify_run`` found wrong, counted."""
+    counts = {"missing seeds": len(check["missing"]), "duplicated seeds": len(check["duplicated"]),
+              "bad shards": len(check["bad_shards"]), "shards of another run": len(check["mismatched"]),
+              "unknown files": len(check["unknown_files"]), "unexpected seeds": len(check["unexpected"])}
+    return ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "?"
 
 
 def _log_wandb(logger: WandbLogger, results: dict, out_dir: Path) -> None:

@@ -12,14 +12,22 @@ diffusion: a VAE decoder) maps samples to pixels before the metrics; shards keep
 themselves (the latents). Results, plots and logger extras are written by the ``RunResults``
 callback (``steindiff.lightning.results``).
 
-Resume: a batch whose shard is already on disk (and passes its checksum) is loaded instead of sampled,
-and still updates the metrics, so a resumed run ends with the same samples and metrics as an
-uninterrupted one. ``stop_requested`` (set by the app's SIGTERM/SIGINT handler) is checked between
-batches: the batch in progress is finished and written, then the run stops with ``RunInterrupted``.
+Resume: a batch whose shard is already on disk (and passes its checksums) is loaded instead of sampled,
+and still updates the metrics, so a resumed run ends with the same samples, NFE and metrics as an
+uninterrupted one. A shard counts only if it carries this run's fingerprint (``run_fingerprint``: the run
+record's config and a hash of the denoiser's weights, with the batch's seeds): a shard made by another config,
+other weights (a checkpoint overwritten at the same path) or another batching is moved to
+``<out_dir>/samples-set-aside/`` (said on stderr, never deleted) and its seeds are sampled again; anything
+else in samples/ that is none of the run's batches (a stray file, a shard of another batching) goes there too.
+The fingerprint goes into the run record (``.steindiff/run.json``), where ``steindiff-verify`` reads it.
+``stop_requested`` (set by the app's SIGTERM/SIGINT handler) is checked between batches: the batch in
+progress is finished and written, then the run stops with ``RunInterrupted``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -29,9 +37,41 @@ from torch.utils.data import DataLoader, Dataset
 
 from steindiff.clock import since_process_start
 from steindiff.core.sampling import seed_batches
-from steindiff.shards import ShardError, load_samples, read_shard, shard_path, write_shard
+from steindiff.io import TMP_PREFIX
+from steindiff.runfolder import read_record, update_record
+from steindiff.shards import (
+    ShardError,
+    batch_fingerprint,
+    expected_shards,
+    load_samples,
+    read_shard,
+    run_fingerprint,
+    set_aside,
+    shard_path,
+    write_shard,
+)
 
-__all__ = ["SeedBatches", "SamplingModule", "seed_batches", "load_samples", "RunInterrupted", "NonFiniteSamples"]
+__all__ = ["SeedBatches", "SamplingModule", "seed_batches", "load_samples", "RunInterrupted", "NonFiniteSamples",
+           "weights_hash"]
+
+#: the run record of a sampling run (``steindiff.runfolder``)
+RECORD = "run.json"
+
+
+def weights_hash(module) -> str:
+    """SHA-256 of a module's weights: name, dtype, shape and bytes of every tensor of its state_dict, in name
+    order (a checkpoint overwritten with other weights at the same path changes it); "" for a non-module."""
+    if not isinstance(module, torch.nn.Module):
+        return ""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        if not isinstance(value, torch.Tensor):
+            h.update(f"{name}={value!r};".encode())
+            continue
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        h.update(flat.view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 class RunInterrupted(RuntimeError):
@@ -90,6 +130,8 @@ class SamplingModule(pl.LightningModule):
         self.resumed_batches = 0
         self.first_batch = first_batch  # a steindiff.prefetch.FirstBatch sampling this rank's first batch, or None
         self.timing: dict[str, float] = {}  # seconds: process start to the first batch's samples, sampling
+        self.fingerprint: dict[str, str] | None = None  # run_fingerprint, set when the test epoch starts
+        self.set_aside: list[str] = []  # what this attempt moved out of samples/ (names)
 
     def test_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self._trainer is not None else 0
@@ -100,6 +142,26 @@ class SamplingModule(pl.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._t0 = time.perf_counter()
         (self.out_dir / "samples").mkdir(parents=True, exist_ok=True)
+        record = read_record(self.out_dir, RECORD)
+        self.fingerprint = run_fingerprint(record.get("config") if record else None, weights_hash(self.denoiser))
+        if self._trainer is None or self.trainer.global_rank == 0:  # every rank computes it, rank 0 writes
+            if record is not None and record.get("fingerprint") != self.fingerprint:
+                update_record(self.out_dir, RECORD, {"fingerprint": self.fingerprint})
+            self._set_aside_unknown()
+
+    def _set_aside_unknown(self) -> None:
+        """Move what in samples/ is none of the run's batches (another batching, a stray file) aside (rank 0:
+        no rank reads or writes these names)."""
+        expected = expected_shards(list(self.run.seeds), int(self.run.batch_size))
+        for path in sorted((self.out_dir / "samples").iterdir()):
+            if path.name not in expected and not path.name.startswith(TMP_PREFIX):
+                self._move_aside(path, "is none of this run's batches")
+
+    def _move_aside(self, path: Path, why: str, then: str = "") -> None:
+        moved = set_aside(self.out_dir, path)
+        self.set_aside.append(path.name)
+        print(f"steindiff-sample: warning: samples/{path.name} {why}; moved to {moved.relative_to(self.out_dir)} "
+              f"(not used){then}", file=sys.stderr)
 
     def test_step(self, seeds: torch.Tensor, batch_idx: int):
         prefetched = self.first_batch is not None and self.first_batch.seeds == seeds.tolist()
@@ -107,10 +169,11 @@ class SamplingModule(pl.LightningModule):
             raise RunInterrupted(f"stopped by signal after {self._samples_done} new samples; "
                                  "rerun the same command in the same folder to resume")
         seed_list = seeds.tolist()
-        samples, trace = self._done_batch(seed_list)
-        if samples is None:  # not done before: sample and write the shard
+        done = self._done_batch(seed_list)
+        if done is None:  # not done before: sample and write the shard
             samples, trace = self._sample(seed_list)
         else:
+            samples, trace = done
             self.resumed_batches += 1
         self.traces.extend(trace)
         if self.metrics is not None:
@@ -134,7 +197,8 @@ class SamplingModule(pl.LightningModule):
         trace = [{**t, "batch": int(seeds[0])} for t in res.trace]  # batches named by their first seed
         samples = res.samples.detach()
         self._check_finite(samples, trace, seeds)
-        write_shard(self.out_dir, seeds, samples.cpu().numpy(), trace)
+        write_shard(self.out_dir, seeds, samples.cpu().numpy(), trace, nfe=res.nfe,
+                    fingerprint=batch_fingerprint(self.fingerprint["run"], seeds) if self.fingerprint else "")
         self._samples_done += len(seeds)
         return samples, trace
 
@@ -149,19 +213,24 @@ class SamplingModule(pl.LightningModule):
         return images.cpu().numpy() if was_numpy else images
 
     def _done_batch(self, seeds: list[int]):
-        """Samples and trace of a batch already on disk (resume), or (None, None)."""
+        """(samples, trace) of this run's batch already on disk (resume), or None: no shard, an unreadable one
+        (overwritten when the batch is written again), or one of another run (moved aside)."""
         path = shard_path(self.out_dir, seeds)
         if not path.exists():
-            return None, None
+            return None
         try:
-            found, samples, trace = read_shard(path)
+            shard = read_shard(path)
         except ShardError as err:
             print(f"steindiff: {err}; sampling these seeds again")
-            return None, None
-        if found.tolist() != seeds:
-            return None, None
-        self.nfe = self.nfe if self.nfe is not None else (trace[-1]["nfe"] if trace else None)
-        return torch.from_numpy(samples).to(device=self.device, dtype=self.run.dtype), trace
+            return None
+        expected = batch_fingerprint(self.fingerprint["run"], seeds) if self.fingerprint else ""
+        if shard.seeds.tolist() != seeds or shard.fingerprint != expected or shard.nfe is None:
+            why = "holds other seeds" if shard.seeds.tolist() != seeds else \
+                "was made by another run (its fingerprint differs: config, denoiser weights or batching)"
+            self._move_aside(path, why, "; its seeds are sampled again")
+            return None
+        self.nfe = shard.nfe  # the measured NFE, final denoising call included
+        return torch.from_numpy(shard.samples).to(device=self.device, dtype=self.run.dtype), shard.trace
 
     def _check_finite(self, samples: torch.Tensor, trace: list[dict], seeds: list[int]) -> None:
         if not self.require_finite or bool(torch.isfinite(samples).all()):

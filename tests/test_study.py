@@ -1,0 +1,109 @@
+"""The results study's tooling (benchmarks/study.py, study_report.py): a cell means what the same overrides mean
+on the command line, the records resume, the tuned baselines are chosen on the tuning seed set only, the
+verdicts and equal-compute pairing follow their stated rules, and the report is written from the records."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import study  # noqa: E402
+import study_report  # noqa: E402
+
+from steindiff.build import build_run, compose_sample_config  # noqa: E402
+
+
+@pytest.fixture
+def small(monkeypatch, tmp_path):
+    """The study on a 200-sample ring2d, recording into a temporary file."""
+    monkeypatch.setitem(study.TESTBEDS, "ring2d", (["denoiser=ring2d"], 200))
+    monkeypatch.setattr(study, "RECORDS", tmp_path / "study.jsonl")
+    threads = torch.get_num_threads()
+    yield tmp_path
+    torch.set_num_threads(threads)  # the study sets one thread
+
+
+def test_a_cell_is_the_command_lines_run(small):
+    record = study.evaluate("ring2d", "dpmpp_2m", "edm", 6, "none", 1, ["corrector=none"])
+    run = build_run(compose_sample_config(record["overrides"]))
+    samples = run.sample().samples
+    run.metrics.update(samples)
+    assert record["metrics"]["energy_distance"] == float(run.metrics.compute()["energy_distance"])
+    assert record["nfe"] == 6 and record["num_samples"] == 200 and record["seed_set"] == 1
+    assert record["overrides"][-2:] == ["seed_set=1", "num_samples=200"]
+
+
+def test_a_refused_cell_is_recorded_with_its_error_and_a_missing_config_is_not(small):
+    refused = study.evaluate("ring2d", "dpmpp_2m", "edm", 6, "x", 1, ["corrector=stein", "corrector.num_probes=0"])
+    assert "num_probes" in refused["error"] and "metrics" not in refused
+    missing = study.evaluate("ring2d", "dpmpp_2m", "edm", 6, "x", 1, ["corrector=no_such_corrector"])
+    assert "no_such_corrector" in missing["missing"]
+
+
+def _args(**kw):
+    base = dict(testbeds=("ring2d",), solvers=("euler",), schedules=("edm",), nfe=(4,), settings=("none",),
+                seed_sets=(1, 2))
+    return type("Args", (), {**base, **kw})
+
+
+def test_the_study_resumes_and_skips_a_truncated_line(small):
+    assert study.run_study(_args()) == 0
+    lines = study.RECORDS.read_text().splitlines()
+    assert len(lines) == 2
+    study.RECORDS.write_text("\n".join(lines) + "\n" + lines[0][:40])  # an interrupted write
+    assert len(study.read_records()) == 2
+    study.RECORDS.write_text("\n".join(lines) + "\n")
+    study.run_study(_args(seed_sets=(1, 2, 3)))
+    records = study.read_records()
+    assert [r["seed_set"] for r in records] == [1, 2, 3]  # only the new seed set was evaluated
+
+
+def test_a_tuned_value_is_chosen_on_the_tuning_set_only():
+    base = ("ring2d", "euler", "edm", 4)
+    def rec(value, seed_set, ed):
+        return {"testbed": "ring2d", "solver": "euler", "schedule": "edm", "nfe_budget": 4, "setting": "constant",
+                "value": value, "seed_set": seed_set, "metrics": {"energy_distance": ed}}
+    records = [rec(0.9, 0, 0.5), rec(1.0, 0, 0.3), rec(1.1, 0, math.nan), rec(0.9, 1, 0.01)]
+    assert study._best_value(records, base, "constant") == 1.0  # seed set 1's 0.01 is not looked at
+    assert study._best_value([], base, "constant") is None
+
+
+def _cell(mean, sd, n=3, seconds=1.0):
+    return {"mean": mean, "sd": sd, "n": n, "seconds": seconds, "value": None, "nfe": 6, "gamma": None}
+
+
+def test_verdicts_need_twice_the_standard_error():
+    base = _cell(1.0, 0.1)
+    se = math.sqrt(2 * 0.1**2 / 3)
+    assert study_report.verdict(_cell(1.0 - 2.1 * se, 0.1), base) == "better"
+    assert study_report.verdict(_cell(1.0 - 1.9 * se, 0.1), base) == "same"
+    assert study_report.verdict(_cell(1.0 + 2.1 * se, 0.1), base) == "worse"
+    assert study_report.verdict(_cell(math.inf, 0.0), base) == "worse"
+
+
+def test_equal_compute_takes_the_largest_affordable_nfe():
+    cells = {("t", "euler", "edm", n, "none"): _cell(1.0 / n, 0.0, seconds=0.1 * n) for n in (4, 6, 8, 10)}
+    cells[("t", "euler", "edm", 4, "stein")] = _cell(0.2, 0.0, seconds=0.85)
+    nfe, cell = study_report.equal_compute(cells, ("t", "euler", "edm", 4, "stein"))
+    assert nfe == 8 and cell["mean"] == 1.0 / 8
+    cells[("t", "euler", "edm", 4, "cheap")] = _cell(0.2, 0.0, seconds=0.01)
+    assert study_report.equal_compute(cells, ("t", "euler", "edm", 4, "cheap")) is None
+
+
+def test_the_report_is_written_from_the_records(small):
+    study.run_study(_args(nfe=(4, 6), settings=("none", "stein_ours"), seed_sets=(1, 2, 3)))
+    out = small / "results.md"
+    assert study_report.write_report(study.read_records(), out, small / "figures") == 0
+    text = out.read_text()
+    assert "| ring2d | stein_ours |" in text and "| euler | 6 |" in text
+    rows = [line for line in text.splitlines() if line.startswith("| euler | 6 |")]
+    mean = sum(r["metrics"]["energy_distance"] for r in study.read_records()
+               if r["setting"] == "none" and r["nfe_budget"] == 6) / 3
+    assert f"{mean:.3g}" in rows[0]
+    assert (small / "figures" / "ring2d_vs_nfe.png").stat().st_size > 1000
+    assert json.loads(study.RECORDS.read_text().splitlines()[0])["testbed"] == "ring2d"
