@@ -142,7 +142,10 @@ def write_report(records: list[dict], results_md: Path = RESULTS_MD, figures: Pa
              f"{len(records)} records in `docs/results/study.jsonl`; evaluation seed sets "
              f"{', '.join(map(str, EVAL_SETS))}. Better/worse: the difference of the means beyond twice its "
              "standard error; equal compute: the base solver at the largest NFE whose measured time does not "
-             "exceed the setting's.", "", *coverage(cells), "", "## Summary", "", *summary_table(cells, settings[1:]),
+             "exceed the setting's. Times are the study process's own (one torch thread) on a 2-core machine "
+             "that other work shared, so an equal-compute pairing can move by one NFE of the grid; on the mixtures the "
+             "uncorrected solver is so cheap that a corrector with backward passes is mostly paired with NFE 15-20.",
+             "", *coverage(cells), "", "## Summary", "", *summary_table(cells, settings[1:]),
              ""]
     for testbed in sorted({k[0] for k in cells}):
         lines += ["", f"### {testbed}", *testbed_tables(cells, testbed, settings)]
