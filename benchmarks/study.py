@@ -16,9 +16,9 @@ on the evaluation sets only. Timed: ``run.sample()`` alone (the metrics are not 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from steindiff.build import build_run, compose_sample_config
 from steindiff.errors import ConfigError
+from steindiff.shards import trace_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "docs" / "results" / "study.jsonl"
@@ -94,11 +95,8 @@ def read_records(path: Path | None = None) -> list[dict]:
 
 def _gamma_per_step(trace: list[dict]) -> list[float] | None:
     """The mean gamma of each step over the batches (None when the setting records none)."""
-    steps: dict[int, list[float]] = {}
-    for entry in trace:
-        if "gamma" in entry:
-            steps.setdefault(entry["step"], []).append(float(entry["gamma"]))
-    return [statistics.fmean(steps[k]) for k in sorted(steps)] if steps else None
+    gamma = [row["gamma"] for row in trace_summary(trace) if "gamma" in row]
+    return gamma or None
 
 
 def evaluate(testbed: str, solver: str, schedule: str, nfe: int, setting: str, seed_set: int,
@@ -144,19 +142,14 @@ def planned_cells(args, records: list[dict]) -> list[tuple]:
     cells first so that the evaluation cells of the tuned baselines can pick their value."""
     done = {cell_key(r) for r in records}
     tuning, evaluation = [], []
-    for testbed in args.testbeds:
-        for solver in args.solvers:
-            for schedule in args.schedules:
-                for nfe in args.nfe:
-                    base = (testbed, solver, schedule, nfe)
-                    for setting in args.settings:
-                        if setting in TUNED:
-                            pattern, values = TUNED[setting]
-                            for v in values:
-                                tuning.append((*base, setting, TUNE_SET, [o.format(v) for o in pattern], v))
-                            evaluation.extend((*base, setting, k, None, None) for k in args.seed_sets)
-                        else:
-                            evaluation.extend((*base, setting, k, SETTINGS[setting], None) for k in args.seed_sets)
+    for base in itertools.product(args.testbeds, args.solvers, args.schedules, args.nfe):
+        for setting in args.settings:
+            if setting in TUNED:
+                pattern, values = TUNED[setting]
+                tuning += [(*base, setting, TUNE_SET, [o.format(v) for o in pattern], v) for v in values]
+                evaluation += [(*base, setting, k, None, None) for k in args.seed_sets]
+            else:
+                evaluation += [(*base, setting, k, SETTINGS[setting], None) for k in args.seed_sets]
     # tuned evaluation cells (overrides None) learn their value only when they run: checked there
     return [c for c in tuning + evaluation if c[6] is None or (*c[:5], c[7], c[5]) not in done]
 

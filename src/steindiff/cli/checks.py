@@ -18,7 +18,7 @@ from steindiff.config import check_devices_present, check_values
 from steindiff.errors import CheckpointError, ConfigError
 
 __all__ = ["MIN_SAMPLES", "check_batches_per_rank", "check_metric_inputs", "check_reference_statistics",
-           "check_sample_run", "take_prebuilt"]
+           "check_sample_run", "planned_world_size", "take_prebuilt"]
 
 #: metrics (by the function their config names) -> the fewest samples they are defined for (a covariance needs 2)
 MIN_SAMPLES = {"image_metrics": 2}
@@ -45,13 +45,18 @@ def check_sample_run(cfg) -> None:
     _prebuilt[_key(cfg)] = built
 
 
+def planned_world_size(trainer) -> int | None:
+    """devices x num_nodes of a trainer config, or None when the device count is not a plain number (auto, a list)."""
+    devices = str(trainer.get("devices", 1))
+    return int(devices) * int(trainer.get("num_nodes", 1) or 1) if devices.isdigit() else None
+
+
 def check_batches_per_rank(trainer, num_samples: int, batch_size: int) -> None:
     """Under DDP every rank needs at least one batch (a rank without one leaves the others waiting in a collective):
     a one-line error naming a batch size that gives each rank one."""
-    devices, nodes = str(trainer.get("devices", 1)), trainer.get("num_nodes", 1) or 1
-    if not devices.isdigit():
+    world = planned_world_size(trainer)
+    if world is None:
         return  # "auto" or a list: Lightning decides; the launch itself says what is wrong
-    world = int(devices) * int(nodes)
     batches = -(-num_samples // batch_size)
     if world > 1 and batches < world:
         fits = max(1, num_samples // world)

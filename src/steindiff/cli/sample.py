@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from steindiff.cli.app import USER_ERRORS, ErrorRules, hydra_app
-from steindiff.cli.checks import check_sample_run, take_prebuilt
+from steindiff.cli.checks import check_sample_run, planned_world_size, take_prebuilt
 from steindiff.cli.config import check_multirun_ddp, label_setting
 from steindiff.cli.loggers import logger_configs, quiet_lightning
 from steindiff.config import RESUMABLE_KEYS
@@ -94,8 +94,7 @@ def _rank_and_world(trainer) -> tuple[int, int | None]:
         per_node = int(os.environ["WORLD_SIZE"]) // max(int(trainer.get("num_nodes", 1) or 1), 1)
         rank = int(os.environ.get("NODE_RANK", 0)) * per_node + int(os.environ["LOCAL_RANK"])
         return rank, int(os.environ["WORLD_SIZE"])
-    devices = str(trainer.get("devices", 1))
-    return (0, int(devices) * int(trainer.get("num_nodes", 1) or 1)) if devices.isdigit() else (0, None)
+    return 0, planned_world_size(trainer)
 
 
 def _evaluate(cfg, hc, built, out_dir: Path, first_batch) -> dict:
