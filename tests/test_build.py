@@ -1,6 +1,7 @@
 """build_run: every packaged experiment builds into the objects its config names, and a config means
 the same run whether the app, a test or a notebook builds it."""
 
+import math
 from importlib import resources
 
 import pytest
@@ -27,7 +28,8 @@ EXPERIMENTS = sorted(p.name.removesuffix(".yaml")
 
 
 def test_there_are_experiments():
-    assert {"digits", "ring2d_mlp", "aniso32_mlp", "ring2d_stein", "aniso32_overshoot"} <= set(EXPERIMENTS)
+    assert {"digits", "digits_few_steps", "ring2d_mlp", "aniso32_mlp", "ring2d_stein",
+            "aniso32_overshoot"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", [None, *EXPERIMENTS])
@@ -38,7 +40,8 @@ def test_every_experiment_builds(experiment):
     assert run.shape == spec_of(run.denoiser).shape  # the declared shape, never probed
     assert run.grid.final_step == cfg.schedule.final_step
     assert run.expected_nfe <= cfg.nfe < run.solver.nfe(run.grid.num_steps + 1, run.grid.final_step)
-    assert run.seeds == list(range(cfg.num_samples)) and run.batch_size == cfg.batch_size
+    first = cfg.seed_set * cfg.num_samples
+    assert run.seeds == list(range(first, first + cfg.num_samples)) and run.batch_size == cfg.batch_size
     assert run.metrics is not None and len(run.metrics) >= 1
     assert run.observers == [] and run.notes == []
     assert (cfg.corrector._target_.endswith("SteinCorrector")) == isinstance(run.corrector, SteinCorrector)
@@ -50,7 +53,7 @@ def test_config_means_the_same_run_as_the_core_by_hand():
     run = build_run(cfg)
     by_hand = sample(mixture_preset("ring2d", temperature=0.5), Schedule("edm").grid(6),
                      DPMSolverPP(order=2, lower_order_final=True),
-                     SteinCorrector(target="data", statistics="batch", gamma_min=0.5, gamma_max=1.5),
+                     SteinCorrector(target="data", statistics="batch", gamma_min=0.95, gamma_max=1.05),
                      seeds=range(64), shape=(2,), batch_size=32, observers=[LipschitzObserver(iters=3)])
     built = run.sample()
     assert torch.equal(built.samples, by_hand.samples) and built.nfe == by_hand.nfe == 6
@@ -173,3 +176,17 @@ def test_metrics_none_with_an_experiment_that_sets_metric_keys_builds_no_metrics
     cfg = compose_sample_config(["experiment=ring2d_mlp", "metrics=none", "num_samples=4"])
     assert cfg.metrics == {"data": "ring2d"}
     assert build_run(cfg).metrics is None
+
+
+def test_the_default_stein_corrector_never_gives_a_negative_or_non_finite_gamma():
+    """corrector=stein's defaults are the results study's choice: gamma clipped to [0.95, 1.05]. The same run without
+    the clip does give gammas far outside it (the issue's -1.85), so the clip is what holds them."""
+    overrides = ["corrector=stein", "num_samples=400", "batch_size=200"]
+    cfg = compose_sample_config(overrides)
+    assert 0 <= cfg.corrector.gamma_min <= 1 <= cfg.corrector.gamma_max < math.inf
+    clipped = build_run(cfg).sample().trace
+    gammas = [t[k] for t in clipped for k in ("gamma_min_row", "gamma_max_row") if k in t]
+    assert gammas and all(math.isfinite(g) and 0.95 - 1e-6 <= g <= 1.05 + 1e-6 for g in gammas)  # float32
+    free = build_run(compose_sample_config([*overrides, "corrector.gamma_min=null", "corrector.gamma_max=null"]))
+    unclipped = [t["gamma"] for t in free.sample().trace if t.get("corrected")]
+    assert min(unclipped) < 0.95 or max(unclipped) > 1.05

@@ -110,3 +110,58 @@ def test_quickstart_seeded_fair_labelled_with_corrector(executed):
         assert ax.get_legend() is not None and len(ax.get_legend().get_texts()) >= 2
     assert any("gamma" in ax.get_ylabel() for ax in axes)
     assert any("stein_clipped" in ax.get_title() for ax in axes)
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "notebooks" / "results.ipynb"
+STUDY = Path(__file__).resolve().parents[1] / "docs" / "results" / "study.jsonl"
+
+
+def _summary_counts(testbed: str) -> dict[str, tuple[int, int, int]]:
+    """setting -> (better, same, worse) against the uncorrected solver at equal NFE, NFE >= 6, computed here from
+    study.jsonl alone: a cell is the mean over seed sets 1-3 of the energy distance (sample sd, n); better / worse
+    when the difference of the means exceeds twice sqrt(sd_a^2/n_a + sd_b^2/n_b)."""
+    import math
+    import statistics
+    from collections import defaultdict
+
+    values = defaultdict(list)
+    for line in STUDY.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line the study is writing now
+            continue
+        if r["testbed"] == testbed and r["seed_set"] in (1, 2, 3) and "metrics" in r:
+            values[r["solver"], r["schedule"], r["nfe_budget"], r["setting"]].append(r["metrics"]["energy_distance"])
+    cell = {k: (statistics.fmean(v) if all(map(math.isfinite, v)) else math.inf,
+                statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for k, v in values.items()}
+    counts = defaultdict(lambda: [0, 0, 0])
+    for (solver, schedule, nfe, setting), (mean, sd, n) in cell.items():
+        base = cell.get((solver, schedule, nfe, "none"))
+        if setting == "none" or nfe < 6 or base is None:
+            continue
+        if math.isfinite(mean) and math.isfinite(base[0]):
+            diff, se = mean - base[0], math.sqrt(sd ** 2 / n + base[1] ** 2 / base[2])
+            counts[setting][1 if abs(diff) <= 2 * se else 0 if diff < 0 else 2] += 1
+        else:
+            counts[setting][2 if math.isfinite(base[0]) else 1] += 1
+    return {s: tuple(c) for s, c in counts.items()}
+
+
+def test_results_summary_counts_are_the_records(executed):
+    """The committed summary of notebooks/results.ipynb, for ring2d, is what study.jsonl gives by the stated rule
+    (stale outputs or a different rule fail); its figures are labelled and the quality axes are logarithmic."""
+    stored = _stored_stdout(_code_cells(RESULTS)[1])
+    rows = [re.match(r"^(\S+)\s+(\S+)\s+(\d+) / +(\d+) / +(\d+)$", x) for x in stored.splitlines()]
+    table = {m[2]: tuple(int(m[i]) for i in (3, 4, 5)) for m in rows if m and m[1] == "ring2d"}
+    assert table and table == _summary_counts("ring2d")
+    assert {"stein_paper", "stein_ours"} <= set(table)
+    namespace, printed, figures = executed[RESULTS]
+    assert namespace["summary"][("ring2d", "stein_ours")] == dict(zip(("better", "same", "worse"), table["stein_ours"]))
+    axes = [ax for f in figures for ax in f.axes if ax.get_visible()]
+    assert len(figures) == len(namespace["TESTBEDS"]) + 2
+    for ax in axes:
+        assert ax.get_xlabel() and ax.get_title()
+    quality = [ax for f in figures[:len(namespace["TESTBEDS"])] for ax in f.axes]
+    assert all(ax.get_yscale() == "log" for ax in quality)
+    assert all(f.legends or any(ax.get_legend() for ax in f.axes) for f in figures)
+    assert any("gamma" in ax.get_ylabel() for ax in axes) and any("Lipschitz" in ax.get_ylabel() for ax in axes)

@@ -107,3 +107,45 @@ def test_the_report_is_written_from_the_records(small):
     assert f"{mean:.3g}" in rows[0]
     assert (small / "figures" / "ring2d_vs_nfe.png").stat().st_size > 1000
     assert json.loads(study.RECORDS.read_text().splitlines()[0])["testbed"] == "ring2d"
+
+
+def test_the_calibrated_setting_calibrates_once_and_evaluates_with_the_file(small, monkeypatch):
+    monkeypatch.setattr(study, "ROOT", small)
+    monkeypatch.setattr(study, "CALIBRATION_SEEDS", "0-63")
+    overrides = study.calibrated_overrides("ring2d", "euler", "edm", 6)
+    path = small / "docs" / "results" / "calibration" / "ring2d-euler-edm-nfe6.json"
+    assert overrides == ["corrector=calibrated", "corrector.path=docs/results/calibration/ring2d-euler-edm-nfe6.json"]
+    stamp = path.stat().st_mtime_ns
+    assert study.calibrated_overrides("ring2d", "euler", "edm", 6) == overrides and path.stat().st_mtime_ns == stamp
+    schedule = json.loads(path.read_text())
+    monkeypatch.chdir(small)
+    record = study.evaluate("ring2d", "euler", "edm", 6, "calibrated", 1, overrides)
+    assert record["gamma"] == pytest.approx(schedule["gamma"])  # the run applied the file's gamma per step
+    assert "/" not in record["overrides"][-3].split("=", 1)[1][:1]  # a relative path: no machine path recorded
+
+
+def test_the_stein_ranking_counts_better_minus_worse_on_common_cells():
+    cells = {}
+    for nfe in (6, 8, 10):
+        cells[("t", "euler", "edm", nfe, "none")] = _cell(1.0, 0.01)
+        cells[("t", "euler", "edm", nfe, "stein_a")] = _cell(0.5, 0.01)  # better everywhere
+        cells[("t", "euler", "edm", nfe, "stein_b")] = _cell(1.0, 0.01)  # the same everywhere
+    cells[("t", "euler", "edm", 10, "stein_a")] = _cell(2.0, 0.01)  # a: 2 better, 1 worse
+    cells[("t", "euler", "edm", 4, "stein_a")] = _cell(9.0, 0.01)  # NFE < 6 is not counted
+    assert study_report.stein_ranking(cells, ["stein_b", "stein_a", "constant"]) == [
+        ("stein_a", 2, 0, 1), ("stein_b", 0, 3, 0)]
+    cells.pop(("t", "euler", "edm", 8, "stein_b"))  # only cells where every candidate is recorded
+    assert study_report.stein_ranking(cells, ["stein_a", "stein_b"]) == [("stein_b", 0, 2, 0), ("stein_a", 1, 0, 1)]
+
+
+def test_the_recovered_share_is_one_for_the_oracle_and_zero_for_the_base():
+    records = []
+    for seed_set in (1, 2, 3):
+        for nfe, (none, oracle) in {6: (1.0, 0.25), 8: (0.5, 0.5 / 4)}.items():
+            for setting, value in (("none", none), ("oracle", oracle), ("half", none / 2), ("same", none)):
+                records.append({"testbed": "t", "solver": "euler", "schedule": "edm", "nfe_budget": nfe,
+                                "setting": setting, "seed_set": seed_set, "metrics": {"energy_distance": value}})
+    assert study_report.recovered_share(records, "t", "oracle", "oracle")[:2] == (1.0, 0.0)
+    assert study_report.recovered_share(records, "t", "same", "oracle")[0] == 0.0
+    share, sd, cells = study_report.recovered_share(records, "t", "half", "oracle")
+    assert share == pytest.approx(0.5) and sd == pytest.approx(0.0) and cells == 2  # log 2 of log 4 in each cell

@@ -95,7 +95,8 @@ REQUIRED = required_values()
 
 def test_the_scan_finds_the_known_required_values():
     keys = sorted((overrides[0], key) for _, overrides, key, _ in REQUIRED)
-    assert keys == [("decoder=autoencoder_kl", "decoder.path"), ("denoiser=diffusers_unet", "denoiser.path"),
+    assert keys == [("corrector=calibrated", "corrector.path"), ("decoder=autoencoder_kl", "decoder.path"),
+                    ("denoiser=diffusers_unet", "denoiser.path"),
                     ("denoiser=edm_pickle", "denoiser.path"), ("metrics=fid", "metrics.reference"),
                     ("schedule=explicit", "schedule.sigmas")]
 
@@ -131,7 +132,7 @@ def test_an_unknown_added_key_is_refused(user, capsys, override, hint):
     assert user.run("steindiff-sample", override, "num_samples=10") == 2
     message = one_error_line(capsys, "steindiff-sample")
     assert message.startswith(f"steindiff-sample: error: {override} is not accepted: ") and hint in message
-    assert "accepted top-level keys: batch_size, corrector," in message and "seeds" in message
+    assert "accepted top-level keys: baseline, batch_size, corrector," in message and "seeds" in message
     assert not (user.folder / "runs").exists()
 
 

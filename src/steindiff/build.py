@@ -201,7 +201,7 @@ def build_run(cfg: DictConfig, metrics: bool = True) -> Run:
     schedule = _schedule(cfg, spec, notes)
     grid = _grid(cfg, solver, schedule, process)
     corrector = _built("corrector", cfg.corrector, **controls.corrector_kwargs(cfg))  # the oracle's data law
-    controls.check_steps(corrector, grid.num_steps)
+    controls.check_steps(corrector, grid.num_steps, grid, solver)
     observers = [LipschitzObserver(iters=cfg.diagnostics.lipschitz_iters)] if cfg.diagnostics.lipschitz else []
     observers += controls.estimator_observers(cfg)
     return Run(denoiser=denoiser, grid=grid, solver=solver, corrector=corrector, observers=observers,

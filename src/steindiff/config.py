@@ -81,6 +81,7 @@ class SampleConfig:
     num_threads: int | None = 1
     shape: list[int] | None = None
     epsilon_scaling: float | None = None  # ours: Ning et al. 2023, eps / lambda at every evaluation (null: off)
+    baseline: bool = False  # ours: also sample the same seeds uncorrected (baseline/) and print both results
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     plots: bool = True
     limits: LimitsConfig = field(default_factory=LimitsConfig)

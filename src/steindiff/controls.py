@@ -80,11 +80,15 @@ def scaled_denoiser(cfg, denoiser):
     return epsilon_scaled(denoiser, cfg.get("epsilon_scaling"))
 
 
-def check_steps(corrector, num_steps: int) -> None:
-    """A one-line ConfigError when the corrector's per-step values do not fit the run's steps (``constant``)."""
-    check = getattr(corrector, "check_steps", None)
-    if check is not None:
-        try:
+def check_steps(corrector, num_steps: int, grid=None, solver=None) -> None:
+    """A one-line ConfigError when the corrector's per-step values do not fit the run's steps (``constant``) or its
+    sigma grid and solver (``calibrated``), before anything is written."""
+    try:
+        check = getattr(corrector, "check_steps", None)
+        if check is not None:
             check(num_steps)
-        except ValueError as err:
-            raise ConfigError(f"corrector: {err}") from None
+        check_run = getattr(corrector, "check_run", None)
+        if check_run is not None and grid is not None:
+            check_run(grid, solver)
+    except ValueError as err:
+        raise ConfigError(f"corrector: {err}") from None

@@ -41,6 +41,9 @@ def check_sample_run(cfg) -> None:
     built = build_run(cfg, metrics=False)
     check_metric_inputs(cfg, len(built.seeds))
     check_batches_per_rank(cfg.get("trainer") or {}, len(built.seeds), built.batch_size)
+    from steindiff.cli.baseline import check_baseline  # start-up: cheap
+
+    check_baseline(cfg, planned_world_size(cfg.get("trainer") or {}))
     _prebuilt.clear()
     _prebuilt[_key(cfg)] = built
 

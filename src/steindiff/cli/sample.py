@@ -37,20 +37,37 @@ _RESUME = "rerun the same command in the same folder to resume"
 
 def run(cfg) -> dict:
     """Build the run, claim its folder, sample and evaluate with Lightning; ``RunResults`` writes the results.
+    With ``baseline=true`` the same seeds are then sampled uncorrected into ``baseline/`` and both are printed.
 
     The first batch starts sampling (``steindiff.prefetch``) as soon as the sampler is built, while the metrics
     are built and Lightning is imported: on a machine with a spare core the start-up costs no time.
     """
     import torch  # start-up: 1.2 s; --help, --cfg and one-line errors never pay it
 
-    from steindiff.build import build_metrics, build_run  # start-up: hydra instantiate, the core
+    from steindiff.cli.baseline import BASELINE_DIR, baseline_config, compare_with_baseline  # start-up: cheap
 
     check_multirun_ddp(cfg)
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    built = take_prebuilt(cfg) or build_run(cfg, metrics=False)  # built by check_sample_run before Hydra started
+    info = _run_info(cfg, hc)
+    results = _run_in(cfg, out_dir, info, take_prebuilt(cfg))  # built by check_sample_run before Hydra started
+    twin = baseline_config(cfg)
+    if twin is None:
+        return results
+    solver = info["setting"].split(" / ", 1)[0]
+    twin_info = {**info, "setting": f"{solver} / none (baseline)", "corrector": "none",
+                 "config": OmegaConf.to_container(twin, resolve=True)}
+    uncorrected = _run_in(twin, out_dir / BASELINE_DIR, twin_info, None)
+    return {**results, "baseline": compare_with_baseline(results, uncorrected, out_dir)}
+
+
+def _run_in(cfg, out_dir: Path, info: dict, built) -> dict:
+    """One run of ``cfg`` in ``out_dir`` (``built``: the sampler built already, or None to build it here)."""
+    from steindiff.build import build_metrics, build_run  # start-up: hydra instantiate, the core
+
+    built = built or build_run(cfg, metrics=False)
     first_batch = _start_first_batch(cfg, built, out_dir)
     try:
         built.metrics = build_metrics(cfg, built.denoiser)  # reference statistics fail here, before the folder
@@ -60,7 +77,7 @@ def run(cfg) -> dict:
         with lock_run_folder(out_dir) if is_rank_zero() else contextlib.nullcontext():
             claim_run_folder(out_dir, "run.json", OmegaConf.to_container(cfg, resolve=False), RESUMABLE_KEYS,
                              extra={"seeds": built.seeds}, orphans="samples/seeds-*.npz", stale=("results.json",))
-            return _evaluate(cfg, hc, built, out_dir, first_batch)
+            return _evaluate(cfg, info, built, out_dir, first_batch)
     finally:
         if first_batch is not None:
             first_batch.cancel()  # a no-op once taken; else the thread stops at its next step
@@ -97,7 +114,7 @@ def _rank_and_world(trainer) -> tuple[int, int | None]:
     return 0, planned_world_size(trainer)
 
 
-def _evaluate(cfg, hc, built, out_dir: Path, first_batch) -> dict:
+def _evaluate(cfg, info: dict, built, out_dir: Path, first_batch) -> dict:
     """Lightning's test loop over the run's seed batches, with its loggers, the ``RunResults`` callback and the
     ranks' common stop decision (``StopPolicy``, after ``RunResults``)."""
     stop = _StopFlag()
@@ -110,7 +127,7 @@ def _evaluate(cfg, hc, built, out_dir: Path, first_batch) -> dict:
 
         quiet_lightning()
         loggers = [lg for lg in map(_start_logger, logger_configs(cfg.logger)) if lg is not None]
-        results = RunResults(out_dir, _run_info(cfg, hc), OmegaConf.to_yaml(cfg, resolve=True), plots=cfg.plots)
+        results = RunResults(out_dir, info, OmegaConf.to_yaml(cfg, resolve=True), plots=cfg.plots)
         policy = StopPolicy(stop)
         trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
                              callbacks=[results, policy], use_distributed_sampler=False, inference_mode=False,

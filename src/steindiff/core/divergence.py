@@ -7,6 +7,10 @@ Every estimator returns per-sample divergences (B,) and the standard error of ea
                   an already built graph (no extra forward pass), one backward pass per probe
                   (``batched=True``: one ``is_grads_batched`` call for all probes);
 - "rademacher":   the same with Rademacher (+-1) probes (lower variance for near-diagonal Jacobians);
+- probe kind "orthogonal" (ours): each sample's M Gaussian probes orthogonalised (QR, Haar-distributed
+                  frame) and rescaled to norm sqrt(d), so E[v v^T] = I still holds (unbiased) and the M
+                  quadratic forms are negatively correlated (with M = d the estimate is the exact trace;
+                  M > d: blocks of d);
 - "jvp":          forward-mode Jacobian-vector products, one extra forward pass per probe;
 - "finite_difference": v^T (f(x + eps v) - f(x)) / eps, one extra forward pass per probe and no
                   autograd memory (central differences optional, two passes per probe);
@@ -24,22 +28,47 @@ from torch import Tensor
 
 from .rng import shift_right, splitmix64
 
-__all__ = ["DIVERGENCE_ESTIMATORS", "make_probes", "seeded_probes", "vjp_divergence", "jvp_divergence",
-           "finite_difference_divergence", "exact_divergence"]
+__all__ = ["DIVERGENCE_ESTIMATORS", "PROBE_KINDS", "make_probes", "seeded_probes", "orthogonalize_probes",
+           "vjp_divergence", "jvp_divergence", "finite_difference_divergence", "exact_divergence"]
 
 DIVERGENCE_ESTIMATORS = ("hutchinson", "rademacher", "jvp", "finite_difference", "exact")
+#: probe kinds: "gaussian" (the paper's), "rademacher", "orthogonal" (ours)
+PROBE_KINDS = ("gaussian", "rademacher", "orthogonal")
+
+
+def orthogonalize_probes(probes: Tensor) -> Tensor:
+    """(M, B, *shape) probes -> each sample's M probes orthonormalised and rescaled to norm sqrt(d) (ours).
+
+    QR of each sample's (d, M) matrix in float64, with the signs of R's diagonal moved into Q, so that
+    Gaussian input gives a Haar-distributed frame: every probe is uniform on the sphere of radius sqrt(d)
+    (E[v v^T] = I, the estimate stays unbiased) and the probes of a sample are orthogonal. Each sample
+    is transformed on its own, so the output row depends on that row's input alone. With M > d the probes
+    are taken in consecutive blocks of d, each block an independent orthogonal frame.
+    """
+    m, b = probes.shape[:2]
+    d = int(torch.Size(probes.shape[2:]).numel())
+    blocks = []
+    for lo in range(0, m, d):
+        a = probes[lo:lo + d].reshape(-1, b, d).permute(1, 2, 0).to(torch.float64)  # (B, d, block)
+        q, r = torch.linalg.qr(a)
+        sign = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+        sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+        blocks.append((q * sign[:, None, :] * d**0.5).permute(2, 0, 1))
+    return torch.cat(blocks).reshape(probes.shape).to(probes.dtype).contiguous()
 
 
 def make_probes(num_probes: int, like: Tensor, kind: str = "gaussian",
                 generator: torch.Generator | None = None) -> Tensor:
     """(M, *like.shape) probes with E[v v^T] = I, drawn on the CPU then moved (reproducible)."""
     shape = (int(num_probes), *like.shape)
-    if kind == "gaussian":
+    if kind in ("gaussian", "orthogonal"):
         v = torch.randn(shape, generator=generator, dtype=torch.float64)
+        if kind == "orthogonal":  # ours: the same Gaussian draws, orthogonalised per sample
+            v = orthogonalize_probes(v)
     elif kind == "rademacher":
         v = torch.randint(0, 2, shape, generator=generator).to(torch.float64) * 2 - 1
     else:
-        raise ValueError(f"unknown probe kind {kind!r}; accepted: gaussian, rademacher")
+        raise ValueError(f"unknown probe kind {kind!r}; accepted: {', '.join(PROBE_KINDS)}")
     return v.to(device=like.device, dtype=like.dtype)
 
 
@@ -49,9 +78,12 @@ def seeded_probes(seeds: Tensor, step: int, num_probes: int, shape, kind: str = 
     generator (SplitMix64 hash + Box-Muller), vectorised over the batch, so probes do not depend on
     batch size, position or device count, at the cost of one hash per number. The rows are hashed
     ``_PROBE_CHUNK`` numbers at a time (the same bits; the working set stays in cache: 2x faster and
-    a fraction of the memory at B * M * d = 1.3e6, and no slower at small B)."""
-    if kind not in ("gaussian", "rademacher"):
-        raise ValueError(f"unknown probe kind {kind!r}; accepted: gaussian, rademacher")
+    a fraction of the memory at B * M * d = 1.3e6, and no slower at small B). Kind "orthogonal" (ours):
+    the Gaussian probes of the same seeds, orthogonalised per sample (``orthogonalize_probes``)."""
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"unknown probe kind {kind!r}; accepted: {', '.join(PROBE_KINDS)}")
+    orthogonal = kind == "orthogonal"
+    kind = "gaussian" if orthogonal else kind
     n = int(num_probes) * int(torch.Size(shape).numel())
     key = splitmix64(seeds.to(torch.int64).cpu() * 1_000_003 + int(step) * 7919 + int(salt) * 104_729)  # (B,)
     counter = torch.arange(n if kind == "rademacher" else 2 * n, dtype=torch.int64)  # Rademacher needs n bits
@@ -61,6 +93,8 @@ def seeded_probes(seeds: Tensor, step: int, num_probes: int, shape, kind: str = 
     for lo in range(0, len(seeds), rows):
         values[lo:lo + rows] = _probe_values(key[lo:lo + rows], hashed_counter, n, kind)
     values = values.reshape(len(seeds), int(num_probes), *shape).transpose(0, 1)
+    if orthogonal:
+        values = orthogonalize_probes(values)
     return values.to(device=device if device is not None else seeds.device, dtype=dtype).contiguous()
 
 

@@ -35,16 +35,52 @@ Switches for what the paper leaves open (defaults marked; "paper" = the paper's 
   "rademacher", "jvp", "finite_difference" (step ``fd_eps`` * sigma), "exact"
   (``steindiff.core.divergence``).
 
+Options of issue 16 (all "ours"; each default is the behaviour before they existed):
+
+- ``history``: "hold" (the paper's: a multistep solver's history, its earlier data predictions D_j, is held
+  constant when differentiating) or "flow" (ours). Stein's identity needs u as a function of the current
+  state x_k alone; along a trajectory D_j = D(x_j, sigma_j) depends on x_k through the flow. "flow" makes
+  each history state a differentiable function of x_k by transporting x_k back along the first-order (DDIM)
+  map with the current data prediction, x_j(x_k) = (sigma_j/sigma_k) x_k + (1 - sigma_j/sigma_k) D(x_k, sigma_k)
+  (one DDIM step from sigma_k to each sigma_j, not chained), re-evaluates D(x_j(x_k), sigma_j) with
+  autograd and differentiates through it "straight-through": the history's value is the stored one (the
+  step's output is unchanged, bit for bit), its derivative is the re-evaluation's. The step is replayed with
+  the current D (the graph the loop built; no new call at x_k). Cost: one denoiser call per history entry the
+  step uses, per corrected step, counted by the loop (DPM-Solver++(2M): 1 from the second step on, 0 on a
+  first-order last step; 3M: up to 2). "flow_heun" (ours) transports back by one Heun step instead
+  (x_j^1 the DDIM transport, then x_j(x_k) = (sigma_j/sigma_k) x_k + (1 - sigma_j/sigma_k) (D(x_k, sigma_k) +
+  D(x_j^1, sigma_j)) / 2), a second-order back-flow at two calls per history entry. Solvers without history
+  (Euler, Heun) are unchanged. Needs an autograd
+  divergence ("hutchinson", "rademacher", "exact"). Solvers whose state holds derived quantities (iPNDM's
+  slopes, order > 1; UniPC with its corrector, whose inputs are earlier states) are refused with a ValueError.
+- ``exact_terms``: take out of the Hutchinson estimate the terms whose divergence is known. Target "state":
+  T = r x + (1 - r) P with P the step's data prediction (every solver satisfies this), so div T = r d +
+  (1 - r) div P and only div P is estimated with probes. Target "data": T = P has no known term (the
+  option changes nothing; a denoiser exposing an exact skip term would be needed).
+- ``probes``: the probe kind of the stochastic estimators: "gaussian" (the paper's), "rademacher" or
+  "orthogonal" (ours: each sample's probes orthogonalised and rescaled to norm sqrt(d); still per-seed).
+  None (default): the divergence's own kind (Gaussian; Rademacher for divergence "rademacher").
+- ``shrinkage``: gamma shrunk toward 1 by its own standard error, gamma <- 1 + (gamma - 1) max(0, 1 -
+  se^2 / (gamma - 1)^2), with se the delta-method standard error of the ratio of means over the rows of
+  the batch (statistics "batch") or of each group ("group"); with ``subset``, the subset rows. The
+  step's info records the mean "gamma_se" (and "gamma_unshrunk"). Not for statistics "sample".
+- ``smoothing``: s in [0, 1): exponential smoothing of gamma across the corrected steps of one batch's run,
+  gamma_k <- s gamma_{k-1} + (1 - s) gamma_k (per row, before the clip), restarted at step index 0 and
+  whenever the step index does not increase or the batch size changes (one instance serves many batches).
+
 Non-finite or degenerate statistics (E|u|^2 = 0, NaN, Inf) fall back to gamma = 1 for that step
 (or sample/group) and are counted in the trace; they never crash or poison the batch.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
 from ..divergence import (
+    PROBE_KINDS,
     exact_divergence,
     finite_difference_divergence,
     jvp_divergence,
@@ -53,13 +89,17 @@ from ..divergence import (
     vjp_divergence,
 )
 from ..solvers.base import StepOutput, transport
+from ..solvers.ipndm import IPNDMSolver
+from ..solvers.unipc import UniPCSolver
 from .base import Corrector, StepContext
 
-__all__ = ["SteinCorrector", "stein_gamma", "TARGETS", "STATISTICS", "SUBSET_MOMENTS"]
+__all__ = ["SteinCorrector", "stein_gamma", "shrink_gamma", "ratio_standard_error", "TARGETS", "STATISTICS",
+           "SUBSET_MOMENTS", "HISTORIES"]
 
 TARGETS = ("state", "data")
 STATISTICS = ("batch", "sample", "group")
 SUBSET_MOMENTS = ("subset", "all")
+HISTORIES = ("hold", "flow", "flow_heun")
 _AUTOGRAD = ("hutchinson", "rademacher", "exact")
 _ESTIMATORS = _AUTOGRAD + ("jvp", "finite_difference")
 
@@ -99,6 +139,71 @@ def _group_means(groups: Tensor, *values: Tensor) -> tuple[Tensor, list[Tensor]]
                    for v in values]
 
 
+def ratio_standard_error(num: Tensor, den: Tensor, groups: Tensor, gamma: Tensor) -> Tensor:
+    """Delta-method standard error of gamma = mean(num) / mean(den) per group (ours).
+
+    num, den (B,) per-row numerator and denominator, groups (B,) group ids, gamma (G,) each group's ratio (in
+    the order of the sorted ids): se^2 = sum (num - gamma den)^2 / ((n - 1) n mean(den)^2). A group of one
+    row has an infinite standard error.
+    """
+    index, (mean_den,) = _group_means(groups, den)
+    resid = num - gamma[index] * den
+    n = int(index.max()) + 1
+    count = torch.zeros(n, dtype=num.dtype, device=num.device).index_add_(0, index, torch.ones_like(num))
+    sq = torch.zeros(n, dtype=num.dtype, device=num.device).index_add_(0, index, resid.pow(2))
+    var = torch.where(count > 1, sq / (count - 1).clamp_min(1), torch.full_like(sq, float("inf")))
+    return (var / count).sqrt() / mean_den.abs()
+
+
+def shrink_gamma(gamma: Tensor, se: Tensor) -> Tensor:
+    """gamma shrunk toward 1 by its standard error (ours): 1 + (gamma - 1) max(0, 1 - se^2 / (gamma - 1)^2).
+
+    se = 0 leaves gamma unchanged; se >= |gamma - 1| gives 1; non-finite gamma stays non-finite (the
+    corrector's fallback then applies)."""
+    dev = gamma - 1
+    factor = (1 - se.pow(2) / dev.pow(2)).clamp_min(0)
+    factor = torch.where(se == 0, torch.ones_like(factor), factor)
+    factor = torch.where(torch.isnan(factor) & torch.isfinite(gamma), torch.zeros_like(factor), factor)
+    return 1 + dev * factor
+
+
+def _check_issue16_options(divergence: str, statistics: str, history: str, exact_terms, probes, shrinkage,
+                           smoothing) -> None:
+    """One-line ValueErrors for the options of issue 16 (``history``, ``exact_terms``, ``probes``, ``shrinkage``,
+    ``smoothing``)."""
+    if history not in HISTORIES:
+        raise ValueError(f"unknown history {history!r}; accepted: {', '.join(HISTORIES)}")
+    if history != "hold" and divergence not in _AUTOGRAD:
+        raise ValueError(f"history {history!r} needs an autograd divergence ({', '.join(_AUTOGRAD)}), "
+                         f"got {divergence!r}")
+    if not isinstance(exact_terms, bool):
+        raise ValueError(f"exact_terms must be true or false, got {exact_terms!r}")
+    if probes is not None and probes not in PROBE_KINDS:
+        raise ValueError(f"unknown probes {probes!r}; accepted: {', '.join(PROBE_KINDS)}")
+    if divergence == "rademacher" and probes not in (None, "rademacher"):
+        raise ValueError(f"divergence 'rademacher' uses Rademacher probes, not {probes!r}")
+    if not isinstance(shrinkage, bool):
+        raise ValueError(f"shrinkage must be true or false, got {shrinkage!r}")
+    if shrinkage and statistics == "sample":
+        raise ValueError("shrinkage needs statistics 'batch' or 'group' (a standard error over rows), not 'sample'")
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
+
+
+class _Replay:
+    """A denoiser that returns the value the step already computed at (x, sigma): replays a step with the
+    loop's graph of D(x, sigma) and no new call (used once)."""
+
+    def __init__(self, value: Tensor, sigma: float):
+        self.value, self.sigma, self.used = value, sigma, False
+
+    def __call__(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.used or not torch.all(sigma == self.sigma):
+            raise ValueError("history 'flow' replays a step that calls the denoiser once, at the step's sigma")
+        self.used = True
+        return self.value
+
+
 class SteinCorrector(Corrector):
     """The SteinDiff corrector: x_next from (1 - gamma) x + gamma T(x), gamma from Stein's identity.
 
@@ -115,6 +220,11 @@ class SteinCorrector(Corrector):
         sigma_window: (lo, hi): correct only where lo <= sigma <= hi (None: everywhere).
         correct_first, correct_last: whether the first and the last step are corrected.
         probe_seed: salt of the per-seed probes.
+        history: "hold" (the paper's), "flow" or "flow_heun" (ours): see the module docstring.
+        exact_terms: estimate with probes only the part of div T not known exactly (ours; target "state").
+        probes: None (the divergence's own kind), "gaussian" (the paper's), "rademacher" or "orthogonal" (ours).
+        shrinkage: shrink gamma toward 1 by its delta-method standard error (ours; batch or group statistics).
+        smoothing: exponential smoothing weight of gamma across a batch's steps, in [0, 1) (ours; 0: none).
         batched_vjp: the Hutchinson VJPs of all probes in one batched backward call (torch's vmap) instead
             of one call per probe; the same numbers to float rounding. Off by default: on CPU the loop was
             measured at the floor's time and memory, the batched call at up to 1.4x its time and 1.8x its
@@ -123,7 +233,8 @@ class SteinCorrector(Corrector):
 
     NFE: none extra with the autograd estimators on all rows (the step's own evaluation carries the
     graph; the backward passes are the cost); ``subset`` adds one call on the subset rows per step,
-    "jvp" and "finite_difference" add ``num_probes`` step evaluations per step, counted by the loop.
+    "jvp" and "finite_difference" add ``num_probes`` step evaluations per step, counted by the loop;
+    ``history="flow"`` adds one call per history entry the step uses, "flow_heun" two (module docstring).
     """
 
     name = "stein"
@@ -133,7 +244,8 @@ class SteinCorrector(Corrector):
                  fd_eps: float = 1e-3, gamma_min: float | None = None, gamma_max: float | None = None,
                  sigma_window: tuple[float, float] | None = None, correct_first: bool = True,
                  correct_last: bool = True, probe_seed: int = 0, batched_vjp: bool = False,
-                 subset_moments: str = "subset"):
+                 subset_moments: str = "subset", history: str = "hold", exact_terms: bool = False,
+                 probes: str | None = None, shrinkage: bool = False, smoothing: float = 0.0):
         if target not in TARGETS:
             raise ValueError(f"unknown target {target!r}; accepted: {', '.join(TARGETS)}")
         if statistics not in STATISTICS:
@@ -158,6 +270,7 @@ class SteinCorrector(Corrector):
                 raise ValueError(f"sigma_window must be (lo, hi) with 0 <= lo <= hi, got {sigma_window!r}")
         if fd_eps <= 0:
             raise ValueError(f"fd_eps must be > 0, got {fd_eps}")
+        _check_issue16_options(divergence, statistics, history, exact_terms, probes, shrinkage, smoothing)
         self.target, self.statistics, self.group_size = target, statistics, int(group_size)
         self.subset = None if subset is None else int(subset)
         self.divergence, self.num_probes, self.fd_eps = divergence, int(num_probes), float(fd_eps)
@@ -167,13 +280,16 @@ class SteinCorrector(Corrector):
         self.probe_seed = int(probe_seed)
         self.batched_vjp = bool(batched_vjp)
         self.subset_moments = subset_moments
+        self.history, self.exact_terms, self.probes = history, exact_terms, probes
+        self.shrinkage, self.smoothing = shrinkage, float(smoothing)
+        self._smoothed: tuple[int, Tensor] | None = None  # (step index, smoothed gamma per row) of the batch
 
     @property
     def requires_grad(self) -> bool:  # differentiate the loop's own step (no extra NFE)
         return self.divergence in _AUTOGRAD and self.subset is None
 
     def __repr__(self) -> str:
-        return f"SteinCorrector({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+        return f"SteinCorrector({', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))})"
 
     # ---- which steps --------------------------------------------------------------------
     def differentiates(self, context: StepContext) -> bool:  # no graph for the steps left uncorrected
@@ -193,8 +309,19 @@ class SteinCorrector(Corrector):
     def _target(self, out: StepOutput) -> Tensor:
         return out.x_next if self.target == "state" else out.data_prediction
 
+    def _probed(self, out: StepOutput) -> Tensor:
+        """What the probes differentiate: T, or with ``exact_terms`` and target "state" its unknown part P."""
+        return out.data_prediction if self.exact_terms and self.target == "state" else self._target(out)
+
+    def _known_part(self, div: Tensor, err: Tensor, x: Tensor, context: StepContext) -> tuple[Tensor, Tensor]:
+        """div T from the probed div P (``exact_terms``, target "state"): r d + (1 - r) div P."""
+        if not (self.exact_terms and self.target == "state"):
+            return div, err
+        r = context.sigma_next / context.sigma
+        return r * x[0].numel() + (1 - r) * div, (1 - r) * err
+
     def _probes(self, x: Tensor, context: StepContext) -> Tensor:
-        kind = "rademacher" if self.divergence == "rademacher" else "gaussian"
+        kind = self.probes or ("rademacher" if self.divergence == "rademacher" else "gaussian")
         if context.seeds is None:  # one generator for the batch
             g = torch.Generator().manual_seed(self.probe_seed * 1_000_003 + context.index)
             return make_probes(self.num_probes, x, kind, g)
@@ -211,13 +338,87 @@ class SteinCorrector(Corrector):
                                          else context.seeds[rows]})
             with torch.enable_grad():
                 x_rows = x_rows.requires_grad_(True)
-                t_rows = self._target(context.step_fn(x_rows, rows))
+                out_rows = context.step_fn(x_rows, rows)
+                if self.history != "hold":
+                    out_rows = self._flow_output(x_rows, out_rows, context, rows)
+            t_rows, p_rows = self._target(out_rows), self._probed(out_rows)
             probes = self._probes(x_rows, sub_context)
-            return x_rows, t_rows, *self._estimate(x_rows, t_rows, probes, lambda z: self._target(
-                context.step_fn(z, rows)), context.sigma)
-        t = self._target(out)
+            div, err = self._estimate(x_rows, p_rows, probes, lambda z: self._probed(context.step_fn(z, rows)),
+                                      context.sigma)
+            return x_rows, t_rows, *self._known_part(div, err, x_rows, context)
+        if self.history != "hold":
+            with torch.enable_grad():
+                out = self._flow_output(x, out, context, None)
+        t, p = self._target(out), self._probed(out)
         probes = self._probes(x, context)
-        return x, t, *self._estimate(x, t, probes, lambda z: self._target(context.step_fn(z)), context.sigma)
+        div, err = self._estimate(x, p, probes, lambda z: self._probed(context.step_fn(z)), context.sigma)
+        return x, t, *self._known_part(div, err, x, context)
+
+    def _flow_output(self, x: Tensor, out: StepOutput, context: StepContext, rows: Tensor | None) -> StepOutput:
+        """The step's output replayed with each history entry D_j a differentiable function of x (straight-through:
+        the stored value, the derivative of D(x_j(x), sigma_j), x_j(x) the DDIM transport of x back to sigma_j)."""
+        step = context.step_fn
+        solver, state = getattr(step, "solver", None), getattr(step, "state", None)
+        if solver is None or state is None:
+            raise ValueError("history 'flow' needs the sampling loop's step (context.step_fn with solver and state)")
+        self._check_flow_solver(solver, state)
+        if rows is not None:
+            state = state.select(rows)
+        if not state.history:
+            return out
+        sigma = context.sigma
+        new_state = out.state
+        last = new_state.history[-1] if new_state.history else None
+        if last is None or last[0] != float(sigma) or not last[1].requires_grad:
+            raise ValueError(f"history 'flow' cannot replay solver {getattr(solver, 'name', type(solver).__name__)!r}: "
+                             "its step does not record D(x, sigma) in its history")
+        m0 = new_state.history[-1][1]  # D(x, sigma), carrying the loop's graph
+        labels = getattr(step, "labels", None)
+        if labels is not None and rows is not None:
+            labels = labels[rows]
+        used = self._history_used(solver, x, context, state, m0, labels)
+        counter = context.counter if context.counter is not None else step.counter
+        history = []
+        for (sigma_j, m_j), needed in zip(state.history, used):
+            if needed:
+                ratio, level = sigma_j / sigma, torch.full((len(x),), sigma_j, dtype=x.dtype, device=x.device)
+                x_j = ratio * x + (1.0 - ratio) * m0  # DDIM back to sigma_j
+                if self.history == "flow_heun":  # Heun: the mean of the two ends' data predictions
+                    x_j = ratio * x + (1.0 - ratio) * 0.5 * (m0 + counter(x_j, level, labels))
+                m_flow = counter(x_j, level, labels)
+                m_j = m_j.detach() + (m_flow - m_flow.detach())
+            history.append((sigma_j, m_j))
+        flow_state = replace(state, history=tuple(history))
+        return solver.step(_Replay(m0, sigma), x, sigma, context.sigma_next, flow_state, labels)
+
+    @staticmethod
+    def _history_used(solver, x: Tensor, context: StepContext, state, m0: Tensor, labels) -> list[bool]:
+        """Which history entries this step's output depends on (a replay on detached leaves; no denoiser call)."""
+        leaves = [m.detach().requires_grad_(True) for _, m in state.history]
+        with torch.enable_grad():
+            probe_state = replace(state, history=tuple((s, leaf) for (s, _), leaf in zip(state.history, leaves)))
+            out = solver.step(_Replay(m0.detach(), context.sigma), x.detach(), context.sigma, context.sigma_next,
+                              probe_state, labels)
+            if not out.data_prediction.requires_grad:
+                return [False] * len(leaves)
+            grads = torch.autograd.grad(out.data_prediction.sum(), leaves, allow_unused=True)
+        return [g is not None for g in grads]
+
+    @staticmethod
+    def _check_flow_solver(solver, state) -> None:
+        name = getattr(solver, "name", type(solver).__name__)
+        if isinstance(solver, IPNDMSolver) and solver.order > 1:
+            raise ValueError(f"history 'flow' does not support solver {name!r} (order {solver.order}): its slopes "
+                             "are derived from earlier states; use history 'hold'")
+        if isinstance(solver, UniPCSolver):
+            if solver.use_corrector:
+                raise ValueError(f"history 'flow' does not support solver {name!r} with its corrector (it uses "
+                                 "earlier states); use history 'hold' or use_corrector=false")
+            return
+        derived = [k for k, v in state.aux.items() if isinstance(v, Tensor) or (isinstance(v, tuple) and v)]
+        if derived:
+            raise ValueError(f"history 'flow' does not support solver {name!r}: its state holds derived quantities "
+                             f"({', '.join(derived)}); use history 'hold'")
 
     def _estimate(self, x: Tensor, t: Tensor, probes: Tensor, f, sigma: float) -> tuple[Tensor, Tensor]:
         if self.divergence in ("hutchinson", "rademacher"):
@@ -235,6 +436,8 @@ class SteinCorrector(Corrector):
         r = context.sigma_next / context.sigma
         info = {"gamma": 1.0, "corrected": 0.0, "inv_one_minus_r": 1.0 / (1.0 - r), "fallback": 0.0,
                 "clipped": 0.0}
+        if context.index == 0:
+            self._smoothed = None  # a new batch: smoothing restarts
         if not self.active(context):
             return output.x_next.detach(), info
         rows = None
@@ -245,16 +448,39 @@ class SteinCorrector(Corrector):
         if rows is not None and self.subset_moments == "all":  # ours: E<u, x>, E|u|^2 from every row
             every_row = (x.detach(), self._target(output).detach())
         gamma_rows, stats = self._gamma(x_s.detach(), t_s.detach(), div_t, context, rows, len(x), every_row)
+        extra = {}
+        if self.shrinkage or self.smoothing:
+            gamma_rows, extra = self._shrink_and_smooth(gamma_rows, stats, context)
         gamma_rows, fallback, clipped = self._safeguard(gamma_rows)
+        fallback += extra.pop("fallback", 0)
         x_next = self._apply(x.detach(), output, gamma_rows, context)
         info.update({
             "gamma": float(gamma_rows.mean()), "gamma_min_row": float(gamma_rows.min()),
             "gamma_max_row": float(gamma_rows.max()), "corrected": 1.0,
             "s_xu": float(stats["s_xu"].mean()), "s_uu": float(stats["s_uu"].mean()),
             "s_div": float(stats["s_div"].mean()), "probe_spread": float(div_err.mean()),
-            "fallback": float(fallback), "clipped": float(clipped),
+            "fallback": float(fallback), "clipped": float(clipped), **extra,
         })
         return x_next, info
+
+    def _shrink_and_smooth(self, gamma: Tensor, stats: dict, context: StepContext) -> tuple[Tensor, dict]:
+        """Shrinkage toward 1 by the standard error, then smoothing across steps (both ours; before the clip)."""
+        extra = {}
+        if self.shrinkage:
+            extra["gamma_unshrunk"] = float(gamma.mean())
+            extra["gamma_se"] = float(stats["se_rows"].mean())
+            gamma = shrink_gamma(gamma, stats["se_rows"])
+        if self.smoothing:
+            bad = ~torch.isfinite(gamma)
+            extra["fallback"] = int(bad.sum())  # non-finite rows fall back to 1 before they are smoothed
+            gamma = torch.where(bad, torch.ones_like(gamma), gamma)
+            extra["gamma_unsmoothed"] = float(gamma.mean())
+            previous = self._smoothed
+            if (previous is not None and context.index > 0 and previous[0] < context.index
+                    and previous[1].shape == gamma.shape):
+                gamma = self.smoothing * previous[1].to(gamma) + (1 - self.smoothing) * gamma
+            self._smoothed = (context.index, gamma.detach().clone())
+        return gamma, extra
 
     def _subset_rows(self, x: Tensor, context: StepContext) -> Tensor:
         if self.statistics == "batch":
@@ -291,11 +517,18 @@ class SteinCorrector(Corrector):
         groups = all_groups if rows is None else all_groups[rows]
         moments = None if every_row is None else (*self._residual(*every_row, context), all_groups)
         stats = stein_gamma(u, x_native, div_u, alpha, sigma_native, groups, moments)
+        if self.shrinkage:  # ours: the ratio's delta-method standard error over the rows used
+            num_rows = (1.0 - 1.0 / alpha) * (u * x_native).flatten(1).sum(1) + (sigma_native**2 / alpha) * div_u
+            stats["se"] = ratio_standard_error(num_rows, u.flatten(1).pow(2).sum(1), groups, stats["gamma"])
         if self.statistics == "batch":
+            if "se" in stats:
+                stats["se_rows"] = stats["se"][0].expand(batch).clone()
             return stats["gamma"][0].expand(batch).clone(), stats
         used = torch.unique(groups)
         # each row of the batch gets its group's gamma (every group has statistics rows)
         position = torch.searchsorted(used, all_groups)
+        if "se" in stats:
+            stats["se_rows"] = stats["se"][position]
         return stats["gamma"][position], stats
 
     def _safeguard(self, gamma: Tensor) -> tuple[Tensor, int, int]:
