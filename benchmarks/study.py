@@ -8,6 +8,10 @@
 the app's own config path (``compose_sample_config`` + ``build_run``: a setting here means what it means on the
 command line), one torch thread, and appends one JSON line per cell to docs/results/study.jsonl as soon as the
 cell is done: an interrupted study loses at most the cell in progress, and a rerun skips the cells on record.
+A long study should run from a copy of the tree (with PYTHONPATH=<copy>/src and its
+docs/results/study.jsonl linked to the repository's): a config edited while it runs changes what its later cells
+compose (a key added to sample.yaml made a running study skip cells once).
+
 Seed sets 1, 2, 3 are the evaluation sets; seed set 0 is the tuning set of the tuned baselines (a constant
 gamma, epsilon scaling): their value is chosen on seed set 0 per (test-bed, solver, schedule, NFE) and reported
 on the evaluation sets only. Timed: ``run.sample()`` alone (the metrics are not part of the sampler's cost).
