@@ -75,20 +75,19 @@ def summary_table(cells: dict, settings: list[str]) -> list[str]:
              "equal compute: better / same / worse |", "|---|---|---|---|"]
     for testbed in sorted({k[0] for k in cells}):
         for setting in settings:
-            keys = [k for k in cells if k[0] == testbed and k[4] == setting and k[3] >= MIN_NFE]
-            nfe_counts, time_counts = defaultdict(int), defaultdict(int)
-            for k in keys:
-                base = cells.get((*k[:4], "none"))
-                if base is not None:
-                    nfe_counts[verdict(cells[k], base)] += 1
-                affordable = equal_compute(cells, k)
-                if affordable is not None:
-                    time_counts[verdict(cells[k], affordable[1])] += 1
-            if keys:
+            nfe_counts, time_counts = _counts(cells, setting, testbed), _compute_counts(cells, setting, testbed)
+            if any(k[0] == testbed and k[4] == setting and k[3] >= MIN_NFE for k in cells):
                 lines.append(f"| {testbed} | {setting} | {nfe_counts['better']} / {nfe_counts['same']} / "
                              f"{nfe_counts['worse']} | {time_counts['better']} / {time_counts['same']} / "
                              f"{time_counts['worse']} |")
     return lines
+
+
+def common_cells(cells: dict, settings: list[str]) -> list[tuple]:
+    """(test-bed, solver, schedule, NFE >= MIN_NFE) of the cells where the base solver and every setting are
+    recorded."""
+    bases = {k[:4] for k in cells if k[4] == "none" and k[3] >= MIN_NFE}
+    return [b for b in sorted(bases) if all((*b, s) in cells for s in settings)]
 
 
 def stein_ranking(cells: dict, settings: list[str]) -> list[tuple[str, int, int, int]]:
@@ -97,8 +96,7 @@ def stein_ranking(cells: dict, settings: list[str]) -> list[tuple[str, int, int,
     ranked by better minus worse, then by cells not worse (counting "not worse" alone would rank a setting that
     never corrects first). The default of ``corrector=stein`` is the study's choice by this ranking."""
     stein = [s for s in settings if s.startswith("stein")]
-    bases = {k[:4] for k in cells if k[4] == "none" and k[3] >= MIN_NFE}
-    common = [b for b in sorted(bases) if all((*b, s) in cells for s in stein)]
+    common = common_cells(cells, stein)
     rows = []
     for setting in stein:
         counts = defaultdict(int)
@@ -108,11 +106,10 @@ def stein_ranking(cells: dict, settings: list[str]) -> list[tuple[str, int, int,
     return sorted(rows, key=lambda r: (-(r[1] - r[3]), -(r[1] + r[2]), r[0]))
 
 
-def ranking_table(cells: dict, settings: list[str], candidates: list[str]) -> list[str]:
+def ranking_table(cells: dict, candidates: list[str]) -> list[str]:
     """``stein_ranking`` of the candidates for the default, as a table, with the cells it counts."""
     rows = stein_ranking(cells, candidates)
-    bases = {k[:4] for k in cells if k[4] == "none" and k[3] >= MIN_NFE}
-    common = [b for b in bases if all((*b, s) in cells for s in candidates)]
+    common = common_cells(cells, [c for c in candidates if c.startswith("stein")])
     testbeds = sorted({b[0] for b in common})
     lines = [f"On the {len(common)} cells (NFE >= {MIN_NFE}; test-beds {', '.join(testbeds) or 'none'}) where every "
              "candidate is recorded, equal NFE:", "",
@@ -222,20 +219,22 @@ GROUPS = (
 )
 
 
-def _counts(cells: dict, setting: str, min_nfe: int = MIN_NFE) -> dict[str, int]:
-    """better / same / worse of a setting against the base solver at equal NFE over every recorded cell."""
+def _counts(cells: dict, setting: str, testbed: str | None = None) -> dict[str, int]:
+    """better / same / worse of a setting against the base solver at equal NFE over the recorded cells at NFE >=
+    MIN_NFE (of one test-bed, or all)."""
     counts = defaultdict(int)
     for k, cell in cells.items():
         base = cells.get((*k[:4], "none"))
-        if k[4] == setting and k[3] >= min_nfe and base is not None:
+        if k[4] == setting and k[3] >= MIN_NFE and base is not None and testbed in (None, k[0]):
             counts[verdict(cell, base)] += 1
     return counts
 
 
-def _compute_counts(cells: dict, setting: str) -> dict[str, int]:
+def _compute_counts(cells: dict, setting: str, testbed: str | None = None) -> dict[str, int]:
+    """As ``_counts``, against the base solver at equal compute (``equal_compute``)."""
     counts = defaultdict(int)
     for k, cell in cells.items():
-        if k[4] == setting and k[3] >= MIN_NFE:
+        if k[4] == setting and k[3] >= MIN_NFE and testbed in (None, k[0]):
             found = equal_compute(cells, k)
             if found is not None:
                 counts[verdict(cell, found[1])] += 1
@@ -338,7 +337,7 @@ def write_report(records: list[dict], results_md: Path = RESULTS_MD, figures: Pa
              "The candidates (data reading, batch statistics, 5 Hutchinson probes; names in benchmarks/study.py) "
              "ranked "
              "by cells better minus worse than the uncorrected solver; the first is `corrector=stein`'s default.", "",
-             *ranking_table(cells, settings, [s for s in GROUPS[1][1] if s != "none" and s in settings]), "",
+             *ranking_table(cells, [s for s in GROUPS[1][1] if s != "none" and s in settings]), "",
              "## Summary", "", *summary_table(cells, settings[1:]),
              "", "### Share of the oracle's gain recovered", "",
              "1 = the oracle's gain, 0 = the base solver's quality, negative = worse than the base solver; summed "

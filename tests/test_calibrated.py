@@ -35,8 +35,12 @@ FIELDS = ("gamma", "gamma_se", "gamma_quartiles", "sigmas", "final_step", "targe
 @pytest.fixture(scope="module")
 def ring_record():
     """The calibration of exact ring2d, Euler, NFE 5, on seeds 0-127 (one batch)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return calibrate(RING, seeds="0-127", command="steindiff-calibrate test")
+    try:
+        return calibrate(RING, seeds="0-127", command="steindiff-calibrate test")
+    finally:
+        torch.set_num_threads(threads)  # a module fixture: leave the other modules' thread count alone
 
 
 def _file(tmp_path, record, name="cal.json", **changes):

@@ -64,13 +64,7 @@ def write_scheduler(folder, config: dict):
     (folder / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler", **config}))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run fastest on one thread (and leave the other core to parallel jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny convolutions run fastest on one thread
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ from tests.solver_specs import DEFAULT_SPECS, spec_id
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread (the machine is shared; these small tensors gain nothing from more), restored after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _grid(solver, nfe=6):
