@@ -28,6 +28,7 @@ import argparse
 import itertools
 import json
 import math
+import shlex
 import sys
 import textwrap
 import time
@@ -72,6 +73,7 @@ VARIANTS = {
     "shrinkage": [*_STEIN, "corrector.shrinkage=true"],
     "flow history": [*_STEIN, "corrector.history=flow"],
     "orthogonal probes": [*_STEIN, "corrector.probes=orthogonal"],
+    "rademacher probes": [*_STEIN, "corrector.probes=rademacher"],
     "exact terms": [*_STEIN, "corrector.exact_terms=true"],
     "smoothing 0.5": [*_STEIN, "corrector.smoothing=0.5"],
 }
@@ -187,7 +189,7 @@ def run_cells(args) -> int:
         skipped.add((name, testbed))
 
     built: dict[tuple, dict] = {}
-    command = " ".join(["python benchmarks/estimator_error.py", *args.argv])
+    command = shlex.join(["python", "benchmarks/estimator_error.py", *args.argv])  # as a shell reads it
     with records_path.open("a") as out, tqdm(cells, desc="estimator error", unit="cell", file=sys.stderr) as bar:
         for testbed, solver, nfe, seed_set in bar:
             todo = [v for v in variants if (testbed, solver, SCHEDULE, nfe, seed_set, v) not in done]
@@ -284,7 +286,7 @@ def figure(testbed: str, summary: dict, path: Path) -> None:
                 continue
             err, sd = s["error"], np.nan_to_num(s["error_sd"])
             shift = 1.07 ** (c - (len(variants) - 1) / 2)  # a small offset on the x axis, so that overlaps show
-            ax.errorbar(np.asarray(s["sigma"]) * shift, err, yerr=sd, marker="os^vDP*"[c % 7], ms=3.5, lw=1.0,
+            ax.errorbar(np.asarray(s["sigma"]) * shift, err, yerr=sd, marker="os^vDP*X"[c % 8], ms=3.5, lw=1.0,
                         capsize=2, color=f"C{c}", label=variant)
             wide |= bool(np.nanmax(np.abs(err) + sd) > 3)
         ax.axhline(0.0, color="0.4", lw=0.8, ls="--")

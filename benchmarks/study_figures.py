@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from study import headline  # noqa: E402
 
 GAMMA_NFE = 6  # the NFE whose gamma per step is drawn
+WIDE_GAMMA = 5.0  # beyond this |gamma| the gamma figure's axis is symlog, so that gamma near 1 stays readable
 
 
 def _panels(cells: dict, testbed: str):
@@ -54,22 +55,33 @@ def quality_figure(cells: dict, testbed: str, x: str, path: Path) -> None:
 def gamma_figure(cells: dict, testbed: str, path: Path) -> bool:
     """gamma per step at NFE GAMMA_NFE for each setting that records it (seed set 1), per solver and schedule."""
     fig, axes, solvers, schedules = _panels(cells, testbed)
-    drawn = False
+    drawn, largest = False, 0.0
+    settings = sorted({k[4] for k, c in cells.items() if k[0] == testbed and k[3] == GAMMA_NFE and c.get("gamma")})
+    style = {s: (f"C{n % 10}", "os^vDP*"[n % 7]) for n, s in enumerate(settings)}  # 70 distinct looks
     for i, schedule in enumerate(schedules):
         for j, solver in enumerate(solvers):
             ax = axes[i][j]
             for k, c in sorted(cells.items()):
                 if k[:4] == (testbed, solver, schedule, GAMMA_NFE) and c.get("gamma"):
-                    ax.plot(range(len(c["gamma"])), c["gamma"], marker="o", ms=3, label=k[4])
+                    color, marker = style[k[4]]
+                    ax.plot(range(len(c["gamma"])), c["gamma"], marker=marker, ms=3, color=color, label=k[4])
+                    largest = max([largest, *(abs(g) for g in c["gamma"] if g is not None and math.isfinite(g))])
                     drawn = True
             ax.axhline(1.0, color="grey", lw=0.8, ls=":")
             ax.set_title(f"{solver}, {schedule}, NFE {GAMMA_NFE}", fontsize=9)
             ax.set_xlabel("step")
-        axes[i][0].set_ylabel("gamma (1 = uncorrected)")
+    wide = largest > WIDE_GAMMA  # a few extreme steps (the paper's setting, the trajectory oracle's last step)
+    for row in axes:
+        for ax in row:
+            if wide:
+                ax.set_yscale("symlog", linthresh=2.0)
+        row[0].set_ylabel("gamma (1 = uncorrected)" + (";\nsymlog, linear in [-2, 2]" if wide else ""))
     if drawn:
-        axes[0][-1].legend(fontsize=7)
+        handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+        fig.set_figheight(max(fig.get_figheight(), 0.16 * len(handles) + 0.4))  # the legend's height
+        fig.legend(handles.values(), handles.keys(), fontsize=6, loc="center right")  # every panel's settings
         fig.suptitle(f"{testbed}: gamma per step (mean over batches, first evaluation seed set)")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1 - 2.0 / fig.get_figwidth(), 1))  # room on the right for the legend
         fig.savefig(path, dpi=90)
     plt.close(fig)
     return drawn

@@ -165,21 +165,58 @@ def recovered_share(records: list[dict], testbed: str, setting: str, oracle: str
 
 
 def recovery_table(records: list[dict], cells: dict, settings: list[str]) -> list[str]:
-    """Per test-bed and setting: the share of the oracle's gain recovered (``recovered_share``)."""
+    """One table: a row per setting, a column per test-bed, the share of the oracle's gain recovered
+    (``recovered_share``: mean ± sd over seed sets, and the cells it sums over)."""
     lo, hi = RECOVERY_NFE
-    lines = [f"| test-bed | oracle | setting | share of the oracle's gain recovered, NFE {lo}-{hi} (mean ± sd over "
-             "seed sets) | cells |", "|---|---|---|---|---|"]
-    for testbed in sorted({k[0] for k in cells}):
-        oracle = oracle_of(cells, testbed)
-        if oracle is None:
+    testbeds = [t for t in sorted({k[0] for k in cells}) if oracle_of(cells, t)]
+    head = [f"{t} ({oracle_of(cells, t)})" for t in testbeds]
+    lines = [f"Share of the oracle's gain recovered at NFE {lo}-{hi}, mean ± sd over the seed sets [cells summed]; "
+             "the oracle each test-bed is measured against in brackets.", "",
+             "| setting | " + " | ".join(head) + " |", "|---|" + "---|" * len(testbeds)]
+    for setting in settings:
+        if setting.startswith("oracle") or setting == "none":
             continue
-        for setting in settings:
-            if setting.startswith("oracle") or setting == "none":
-                continue
-            share = recovered_share(records, testbed, setting, oracle)
-            if share is not None:
-                lines.append(f"| {testbed} | {oracle} | {setting} | {share[0]:+.2f} ± {share[1]:.2f} | {share[2]} |")
+        shares = [recovered_share(records, t, setting, oracle_of(cells, t)) for t in testbeds]
+        if any(shares):
+            lines.append(f"| {setting} | " + " | ".join(f"{sh[0]:+.2f} ± {sh[1]:.2f} [{sh[2]}]" if sh else "-"
+                                                         for sh in shares) + " |")
     return lines
+
+
+#: the learned test-beds of issue 16's criterion for recommending a variant
+LEARNED = ("ring2d_mlp", "aniso32_mlp", "digits")
+RECOMMEND_SHARE = 0.5  # at least half of the oracle's gain on every learned test-bed
+
+
+def _worse_cells(cells: dict, setting: str) -> tuple[int, int]:
+    """(cells worse than the base solver at equal NFE, cells compared), over every recorded cell of the setting
+    (all test-beds, all NFE)."""
+    verdicts = [verdict(c, cells[(*k[:4], "none")]) for k, c in cells.items()
+                if k[4] == setting and (*k[:4], "none") in cells]
+    return sum(v == "worse" for v in verdicts), len(verdicts)
+
+
+def recommendation(records: list[dict], cells: dict, settings: list[str]) -> tuple[list[str], list[str]]:
+    """Issue 16's criterion for each Stein-family variant and the calibrated schedule: it recovers at least
+    ``RECOMMEND_SHARE`` of the oracle's gain on every learned test-bed (``LEARNED``) at NFE 5-10 (mean over the
+    seed sets) and is worse than the base solver beyond the spread in no recorded cell (any test-bed, any NFE).
+    Returns (table lines, the settings that meet it)."""
+    lo, hi = RECOVERY_NFE
+    lines = ["| setting | " + " | ".join(f"{t}: share, NFE {lo}-{hi}" for t in LEARNED)
+             + " | worse than uncorrected (cells, any test-bed and NFE) | meets the criterion |",
+             "|---|" + "---|" * len(LEARNED) + "---|---|"]
+    meets = []
+    for setting in [s for s in settings if s.startswith("stein") or s == "calibrated"]:
+        shares = []
+        for testbed in LEARNED:
+            oracle = oracle_of(cells, testbed)
+            shares.append(recovered_share(records, testbed, setting, oracle) if oracle else None)
+        worse, compared = _worse_cells(cells, setting)
+        ok = all(sh is not None and sh[0] >= RECOMMEND_SHARE for sh in shares) and worse == 0
+        meets += [setting] if ok else []
+        shown = [f"{sh[0]:+.2f} ± {sh[1]:.2f}" if sh else "not recorded" for sh in shares]
+        lines.append(f"| {setting} | " + " | ".join(shown) + f" | {worse} of {compared} | {'yes' if ok else 'no'} |")
+    return lines, meets
 
 
 def testbed_tables(cells: dict, testbed: str, settings: list[str]) -> list[str]:
@@ -241,6 +278,32 @@ def _compute_counts(cells: dict, setting: str, testbed: str | None = None) -> di
     return counts
 
 
+def _worse_where(cells: dict, setting: str) -> str:
+    """The cells (NFE >= MIN_NFE) where a setting is worse than the base solver, named with both means."""
+    worse = [f"{k[0]} {k[1]} NFE {k[3]} ({cells[(*k[:4], 'none')]['mean']:.3g} -> {c['mean']:.3g})"
+             for k, c in sorted(cells.items()) if k[4] == setting and k[3] >= MIN_NFE
+             and (*k[:4], "none") in cells and verdict(c, cells[(*k[:4], "none")]) == "worse"]
+    return ", ".join(worse) or "nowhere"
+
+
+def _same_losses(cells: dict) -> str:
+    """Whether the calibrated schedule is worse exactly where its target, the trajectory oracle, is (on the cells
+    where both are recorded)."""
+    both = [k[:4] for k in cells if k[4] == "calibrated" and k[3] >= MIN_NFE and (*k[:4], "oracle_trajectory") in cells
+            and (*k[:4], "none") in cells]
+    worse = {s: {b for b in both if verdict(cells[(*b, s)], cells[(*b, "none")]) == "worse"}
+             for s in ("calibrated", "oracle_trajectory")}
+    if not both:
+        return ""
+    if worse["calibrated"] == worse["oracle_trajectory"]:
+        return (f"On the {len(both)} cells where both are recorded, the calibrated schedule is worse exactly where "
+                "its target is: the fault is the target (the step closest in mean squared distance to the reference, "
+                "one scalar gamma per step), not the calibration.")
+    return (f"On the {len(both)} cells where both are recorded, the calibrated schedule is worse in "
+            f"{len(worse['calibrated'])} and its target in {len(worse['oracle_trajectory'])}, "
+            f"{len(worse['calibrated'] & worse['oracle_trajectory'])} of them the same.")
+
+
 def _say(counts: dict[str, int]) -> str:
     return f"better in {counts['better']}, the same in {counts['same']}, worse in {counts['worse']}"
 
@@ -262,7 +325,7 @@ def conclusion(records: list[dict], cells: dict) -> list[str]:
 
     def share_range(setting: str) -> str:
         found = [f"{t} {m:+.2f} ± {sd:.2f}" for s, t, m, sd in shares if s == setting]
-        return "; ".join(found) if found else "not recorded"
+        return "(" + ", ".join(found) + ")" if found else "(not recorded)"
 
     worst_paper = max((c["mean"] / cells[(*k[:4], "none")]["mean"] for k, c in cells.items()
                        if k[4] == "stein_paper" and k[3] >= MIN_NFE and (*k[:4], "none") in cells
@@ -287,13 +350,17 @@ def conclusion(records: list[dict], cells: dict) -> list[str]:
         "everywhere.",
         f"- **The posterior oracle** (the coefficient Stein's identity estimates, computed with the exact posterior "
         f"mean) is {_say(oracle)}: the objective is sound. The share of the oracle's gain recovered (1 = all of it, "
-        f"negative = worse than uncorrected): stein_ours {share_range('stein_ours')}; the default "
+        f"negative = worse than uncorrected; digits, which has no posterior oracle: of the trajectory oracle's gain): "
+        f"stein_ours {share_range('stein_ours')}; the default "
         f"{share_range(DEFAULT_STEIN)}; the calibrated schedule {share_range('calibrated')}; the tuned constant "
         f"{share_range('constant')}.",
         f"- **The calibrated schedule** (`corrector=calibrated`, ours: one gamma per step fitted once against the "
         f"trajectory oracle, no cost at sampling time) is {_say(_counts(cells, 'calibrated'))}; it recovers "
-        "more than the posterior oracle's gain on the mixtures because it targets the ODE's own solution. On the "
-        "digits U-Net it helps Euler and hurts DPM-Solver++(2M) and Heun (benchmarks/results/calibrated.md).",
+        "more than the posterior oracle's gain on the mixtures because it targets the ODE's own solution. Where it "
+        f"is worse at NFE >= {MIN_NFE}: {_worse_where(cells, 'calibrated')}.",
+        f"- **The trajectory oracle** (the gamma that best follows a high-accuracy solution of the same ODE; the "
+        f"calibrated schedule's target) is {_say(_counts(cells, 'oracle_trajectory'))}; where it is worse at NFE "
+        f">= {MIN_NFE}: {_worse_where(cells, 'oracle_trajectory')}. {_same_losses(cells)}",
         f"- **Where Stein helps most** (the paper's or our clipped setting, largest ratios): {where}: where the "
         "uncorrected solver has broken down.",
         "- **Why**: Stein's identity holds on the forward marginal, and the sampler's states at small sigma are off "
@@ -310,8 +377,21 @@ def coverage(cells: dict) -> list[str]:
             f"Not recorded yet: test-beds {', '.join(lacking_tb) or '(none)'}; settings "
             f"{', '.join(lacking_set) or '(none)'} (a test-bed's cells may be partial too: the tables show what "
             "exists; "
-            "the estimator variants and the calibrated schedule cover Euler, Heun and DPM-Solver++(2M) on the EDM "
-            "grid at NFE 4-10 only)."]
+            "the estimator variants, the oracles and the calibrated schedule cover Euler, Heun and DPM-Solver++(2M) "
+            "on the EDM grid, at NFE 4-10 on the mixtures and NFE 6 and 8 on digits)."]
+
+
+def _recommendation_section(records: list[dict], cells: dict, settings: list[str]) -> list[str]:
+    table, meets = recommendation(records, cells, settings)
+    verdict_line = (f"Meets it: {', '.join(meets)}." if meets else
+                    "No setting meets it, so the README recommends none (each is described with where it helps and "
+                    "where it hurts).")
+    return ["### Is any variant recommended? (issue 16's criterion)", "",
+            f"A variant is recommended when it recovers at least {RECOMMEND_SHARE:g} of the oracle's gain on every "
+            f"learned test-bed ({', '.join(LEARNED)}; mean over the seed sets, NFE {RECOVERY_NFE[0]}-"
+            f"{RECOVERY_NFE[1]}) and is worse than the uncorrected solver beyond the spread in no recorded cell. "
+            "Digits has no posterior oracle: its share is of the trajectory oracle's gain.", "",
+            *table, "", verdict_line, ""]
 
 
 def write_report(records: list[dict], results_md: Path = RESULTS_MD, figures: Path = FIGURES) -> int:
@@ -342,7 +422,7 @@ def write_report(records: list[dict], results_md: Path = RESULTS_MD, figures: Pa
              "", "### Share of the oracle's gain recovered", "",
              "1 = the oracle's gain, 0 = the base solver's quality, negative = worse than the base solver; summed "
              "over the cells where the oracle improves on the base solver (log ratios of the metric).", "",
-             *recovery_table(records, cells, settings[1:]), ""]
+             *recovery_table(records, cells, settings[1:]), "", *_recommendation_section(records, cells, settings)]
     for testbed in sorted({k[0] for k in cells}):
         lines += ["", f"### {testbed}"]
         for title, group in GROUPS:

@@ -63,6 +63,18 @@ def test_the_study_resumes_and_skips_a_truncated_line(small):
     assert [r["seed_set"] for r in records] == [1, 2, 3]  # only the new seed set was evaluated
 
 
+def test_a_refused_cell_is_tried_again_by_a_rerun_and_its_refusal_recorded_once(small, monkeypatch):
+    monkeypatch.setitem(study.SETTINGS, "x", ["corrector=stein", "corrector.num_probes=0"])
+    for _ in range(2):
+        study.run_study(_args(settings=("x",), seed_sets=(1,)))
+    assert [("error" in r) for r in study.read_records()] == [True]
+    monkeypatch.setitem(study.SETTINGS, "x", ["corrector=none"])  # the checkout changed: the cell now runs
+    study.run_study(_args(settings=("x",), seed_sets=(1,)))
+    records = study.read_records()
+    assert len(records) == 2 and "metrics" in records[1]
+    assert study.planned_cells(_args(settings=("x",), seed_sets=(1,)), records) == []
+
+
 def test_a_tuned_value_is_chosen_on_the_tuning_set_only():
     base = ("ring2d", "euler", "edm", 4)
     def rec(value, seed_set, ed):
@@ -106,6 +118,7 @@ def test_the_report_is_written_from_the_records(small):
                if r["setting"] == "none" and r["nfe_budget"] == 6) / 3
     assert f"{mean:.3g}" in rows[0]
     assert (small / "figures" / "ring2d_vs_nfe.png").stat().st_size > 1000
+    assert (small / "figures" / "ring2d_gamma.png").stat().st_size > 1000  # stein_ours records gamma at NFE 6
     assert json.loads(study.RECORDS.read_text().splitlines()[0])["testbed"] == "ring2d"
 
 
@@ -149,3 +162,39 @@ def test_the_recovered_share_is_one_for_the_oracle_and_zero_for_the_base():
     assert study_report.recovered_share(records, "t", "same", "oracle")[0] == 0.0
     share, sd, cells = study_report.recovered_share(records, "t", "half", "oracle")
     assert share == pytest.approx(0.5) and sd == pytest.approx(0.0) and cells == 2  # log 2 of log 4 in each cell
+
+
+def test_a_variant_is_recommended_only_with_half_the_gain_everywhere_and_no_loss(monkeypatch):
+    """Issue 16's criterion: share >= 0.5 on every learned test-bed and worse in no recorded cell."""
+    monkeypatch.setattr(study_report, "LEARNED", ("t1", "t2"))
+    records = []
+    for testbed in ("t1", "t2", "t3"):
+        for seed_set in (1, 2, 3):
+            wobble = 1 + 0.01 * seed_set  # a spread over the seed sets, so verdicts have a standard error
+            values = {"none": 1.0, "oracle": 0.25, "stein_good": 0.4, "stein_lossy": 0.4, "stein_weak": 0.8}
+            if testbed == "t3":  # not learned: a loss here disqualifies, a missing share does not
+                values["stein_lossy"] = 2.0
+            for setting, value in values.items():
+                records.append({"testbed": testbed, "solver": "euler", "schedule": "edm", "nfe_budget": 6,
+                                "setting": setting, "seed_set": seed_set, "value": None, "nfe": 6, "seconds": 1.0,
+                                "metrics": {"energy_distance": value * wobble}})
+    cells = study_report.aggregate(records)
+    lines, meets = study_report.recommendation(records, cells, ["none", "oracle", "stein_good", "stein_lossy",
+                                                                "stein_weak"])
+    assert meets == ["stein_good"]
+    row = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert "| 1 of 3 | no |" in row["stein_lossy"] and "| 0 of 3 | yes |" in row["stein_good"]
+    assert f"{math.log(1 / 0.8) / math.log(4):+.2f}" in row["stein_weak"]  # its share: log 1.25 of log 4
+    monkeypatch.setattr(study_report, "LEARNED", ("t1", "t2", "t_missing"))
+    assert study_report.recommendation(records, cells, ["stein_good"])[1] == []  # a learned test-bed not recorded
+
+
+def test_the_calibrated_schedule_is_checked_against_its_targets_losses():
+    cells = {}
+    for nfe in (6, 8):
+        cells[("t", "euler", "edm", nfe, "none")] = _cell(1.0, 0.01)
+        cells[("t", "euler", "edm", nfe, "oracle_trajectory")] = _cell(2.0 if nfe == 6 else 0.5, 0.01)
+        cells[("t", "euler", "edm", nfe, "calibrated")] = _cell(2.0 if nfe == 6 else 0.5, 0.01)
+    assert "worse exactly where its target is" in study_report._same_losses(cells)
+    cells[("t", "euler", "edm", 8, "calibrated")] = _cell(3.0, 0.01)  # worse where the oracle is not
+    assert "worse in 2 and its target in 1, 1 of them the same" in study_report._same_losses(cells)

@@ -24,10 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from hydra import compose, initialize_config_module
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from steindiff import controls
 from steindiff.config import check_values, register_schema
@@ -46,7 +43,8 @@ from steindiff.core import (
     spec_of,
 )
 from steindiff.core.dtypes import parse_dtype
-from steindiff.errors import CheckpointError, ConfigError
+from steindiff.errors import ConfigError
+from steindiff.instantiation import built as _built
 
 if TYPE_CHECKING:
     from torchmetrics import MetricCollection
@@ -119,18 +117,6 @@ def run_seeds(cfg) -> list[int]:
         except ValueError as err:
             raise ConfigError(f"seeds={cfg.seeds!r}: {err}") from None
     return list(range(cfg.seed_set * cfg.num_samples, (cfg.seed_set + 1) * cfg.num_samples))
-
-
-def _built(group: str, node, **kwargs):
-    """``instantiate`` of one config group; any failure is a one-line ConfigError naming the group."""
-    try:
-        return instantiate(node, **kwargs)
-    except (InstantiationException, OmegaConfBaseException, ValueError, TypeError) as err:
-        cause = err.__cause__ if isinstance(err, InstantiationException) and err.__cause__ is not None else err
-        if isinstance(cause, FileNotFoundError | ConfigError | CheckpointError):
-            raise cause from None  # the loader's own one-line message names the file
-        message = " ".join(str(cause).split()).split(" full_key:")[0]
-        raise ConfigError(f"{group}: {message}") from None
 
 
 def _schedule(cfg, spec, notes: list[str]) -> Schedule:

@@ -39,6 +39,9 @@ class DiagnosticsConfig:
     estimator_target: str = "data"
     estimator_statistics: str = "batch"
     estimator_probes: int = 5
+    # ours: Stein estimator variants read instead of the single estimate, "stein_estimate[name]" each (null: off):
+    # corrector options [stein,stein_renoised], {name: option} or {name: {corrector: option, key: value}}
+    estimator_correctors: Any = None
 
 
 @dataclass

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["View", "draw_samples", "draw_trace", "image_grid", "lipschitz_plot", "log_if_wide", "run_title",
-           "sample_view", "scatter_plot", "step_summary", "trace_plot", "SIGMA_LABEL"]
+__all__ = ["View", "draw_samples", "draw_trace", "draws_gamma", "estimate_names", "image_grid", "lipschitz_plot",
+           "log_if_wide", "run_title", "sample_view", "scatter_plot", "step_summary", "trace_plot", "SIGMA_LABEL"]
 
 SIGMA_LABEL = "sigma at step start (log scale, decreasing: sampling runs left to right)"
 ZOOM_RATIO = 4.0  # a second panel zooms on the data when the view is this many times wider than the data
@@ -238,18 +238,40 @@ def _gamma_extras(ax, trace: list[dict]) -> None:
 
 #: the estimator observer's numbers (steindiff.core.EstimatorObserver), drawn beside the corrector's gamma
 ESTIMATOR_KEYS = {"stein_estimate": "Stein estimate (observer)", "oracle_gamma": "oracle gamma (observer)"}
+#: the observer's named estimates (``correctors={name: ...}``): "stein_estimate[name]" (core's ``estimate_key``)
+_NAMED_PREFIX, _NAMED_SUFFIX = "stein_estimate[", "]"
+#: their markers, one per name (cycled), none of those of the lines above (o, s, D)
+_NAMED_MARKERS = ("v", "^", "P", "X", "*", "h", "<", ">", "p", "d")
+
+
+def estimate_names(trace: list[dict]) -> list[str]:
+    """The names of the estimator observer's named estimates ("stein_estimate[name]") in ``trace``, in the order
+    they first appear."""
+    keys = dict.fromkeys(k for t in trace for k in t if k.startswith(_NAMED_PREFIX) and k.endswith(_NAMED_SUFFIX)
+                         and len(k) > len(_NAMED_PREFIX) + len(_NAMED_SUFFIX))
+    return [k[len(_NAMED_PREFIX):-len(_NAMED_SUFFIX)] for k in keys]
+
+
+def draws_gamma(trace: list[dict]) -> bool:
+    """Whether ``trace`` holds a gamma to draw: a corrector's, or the estimator observer's (any of its keys)."""
+    return any("gamma" in t or any(k in t for k in ESTIMATOR_KEYS) for t in trace) or bool(estimate_names(trace))
 
 
 def trace_plot(path: Path | str | None, trace: list[dict], key: str, title: str, reference: float | None = 1.0,
                ylabel: str | None = None):
     """``key`` per step (e.g. gamma) against sigma; with several batches their median and min..max band.
     For gamma: the per-sample/group range when the trace has it, 1/(1 - r), and the estimator observer's
-    Stein estimate and oracle gamma at the same states when recorded. Returns the Figure."""
+    Stein estimate (or each named one, "Stein estimate: name") and oracle gamma at the same states when
+    recorded. Returns the Figure."""
     fig = _figure(6.0, 3.8)
     ax = fig.add_subplot()
     extra = [k for k in ESTIMATOR_KEYS if key == "gamma" and any(k in t for t in trace)]
+    named = estimate_names(trace) if key == "gamma" else []
     if any(key in t for t in trace):
-        draw_trace(ax, trace, key, f"{key} (the corrector's)" if extra else key)
+        draw_trace(ax, trace, key, f"{key} (the corrector's)" if extra or named else key)
+    for i, name in enumerate(named):
+        draw_trace(ax, trace, f"{_NAMED_PREFIX}{name}{_NAMED_SUFFIX}", f"Stein estimate: {name} (observer)",
+                   marker=_NAMED_MARKERS[i % len(_NAMED_MARKERS)])
     for k, marker in zip(extra, ("s", "D")):
         draw_trace(ax, trace, k, ESTIMATOR_KEYS[k], marker=marker)
     if key == "gamma":
@@ -258,7 +280,8 @@ def trace_plot(path: Path | str | None, trace: list[dict], key: str, title: str,
         ax.axhline(reference, color="0.5", lw=0.8, ls="--",
                    label=f"{key} = {reference:g}" + (" (no correction)" if key == "gamma" else ""))
     _sigma_axis(ax)
-    log = log_if_wide(ax, [t.get(k) for t in trace for k in (key, f"{key}_min_row", f"{key}_max_row", *extra)])
+    shown = (key, f"{key}_min_row", f"{key}_max_row", *extra, *(f"{_NAMED_PREFIX}{n}{_NAMED_SUFFIX}" for n in named))
+    log = log_if_wide(ax, [t.get(k) for t in trace for k in shown])
     ax.set_ylabel((ylabel or key) + log)
     ax.set_title(_wrap(title, 90), fontsize=8)
     ax.legend(fontsize=7)

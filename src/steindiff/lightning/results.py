@@ -25,7 +25,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from steindiff.io import atomic_write_text
-from steindiff.plots import image_grid, lipschitz_plot, run_title, scatter_plot, trace_plot
+from steindiff.plots import draws_gamma, image_grid, lipschitz_plot, run_title, scatter_plot, trace_plot
 from steindiff.shards import load_samples, results_checksum, shard_traces, trace_summary, verify_run
 
 __all__ = ["RunResults", "trace_summary", "shard_traces"]
@@ -110,7 +110,7 @@ class RunResults(pl.Callback):
             scatter_plot(self.out_dir / "scatter.png", samples, exact, title)
         if samples.ndim == 4 or module.decoder is not None:
             image_grid(self.out_dir / "samples.png", module.decoded(samples[:64]), title)
-        if any("gamma" in t or "stein_estimate" in t for t in trace):  # a corrector's or the estimator observer's
+        if draws_gamma(trace):  # a corrector's gamma or the estimator observer's numbers (named estimates too)
             trace_plot(self.out_dir / "gamma.png", trace, "gamma", title)
         if any("lipschitz_mean" in t for t in trace):
             lipschitz_plot(self.out_dir / "lipschitz.png", trace, title)

@@ -38,7 +38,8 @@ from ..epsilon_scaling import unscaled
 from ..mixture import GaussianMixture, mixture_preset
 from ..solvers.base import StepOutput
 from .base import StepContext
-from .stein import SteinCorrector, _group_means
+from .stein import SteinCorrector
+from .stein_statistics import _group_means
 
 __all__ = ["OracleCorrector", "REFERENCES", "reference_step"]
 

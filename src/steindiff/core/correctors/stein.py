@@ -8,7 +8,7 @@ E<v(x), eps> = sigma E[div v] removes the unknown x_star:
     gamma = [ (1 - 1/alpha) E<u, x_k> + (sigma^2 / alpha) E[div u] ] / E|u|^2,    div u = d - div T,
 
 in the process's native coordinates (alpha = 1, sigma = EDM sigma for VE; the sampling loop works
-in EDM coordinates and this module converts). Expectations are sample means.
+in EDM coordinates and this module converts). Expectations are sample means (``stein_statistics``).
 
 Switches for what the paper leaves open (defaults marked; "paper" = the paper's choice):
 
@@ -38,21 +38,8 @@ Switches for what the paper leaves open (defaults marked; "paper" = the paper's 
 Options of issue 16 (all "ours"; each default is the behaviour before they existed):
 
 - ``history``: "hold" (the paper's: a multistep solver's history, its earlier data predictions D_j, is held
-  constant when differentiating) or "flow" (ours). Stein's identity needs u as a function of the current
-  state x_k alone; along a trajectory D_j = D(x_j, sigma_j) depends on x_k through the flow. "flow" makes
-  each history state a differentiable function of x_k by transporting x_k back along the first-order (DDIM)
-  map with the current data prediction, x_j(x_k) = (sigma_j/sigma_k) x_k + (1 - sigma_j/sigma_k) D(x_k, sigma_k)
-  (one DDIM step from sigma_k to each sigma_j, not chained), re-evaluates D(x_j(x_k), sigma_j) with
-  autograd and differentiates through it "straight-through": the history's value is the stored one (the
-  step's output is unchanged, bit for bit), its derivative is the re-evaluation's. The step is replayed with
-  the current D (the graph the loop built; no new call at x_k). Cost: one denoiser call per history entry the
-  step uses, per corrected step, counted by the loop (DPM-Solver++(2M): 1 from the second step on, 0 on a
-  first-order last step; 3M: up to 2). "flow_heun" (ours) transports back by one Heun step instead
-  (x_j^1 the DDIM transport, then x_j(x_k) = (sigma_j/sigma_k) x_k + (1 - sigma_j/sigma_k) (D(x_k, sigma_k) +
-  D(x_j^1, sigma_j)) / 2), a second-order back-flow at two calls per history entry. Solvers without history
-  (Euler, Heun) are unchanged. Needs an autograd
-  divergence ("hutchinson", "rademacher", "exact"). Solvers whose state holds derived quantities (iPNDM's
-  slopes, order > 1; UniPC with its corrector, whose inputs are earlier states) are refused with a ValueError.
+  constant when differentiating), "flow" or "flow_heun" (ours: each history entry a differentiable function of
+  x_k through the back-flow); see ``stein_history``.
 - ``exact_terms``: take out of the Hutchinson estimate the terms whose divergence is known. Target "state":
   T = r x + (1 - r) P with P the step's data prediction (every solver satisfies this), so div T = r d +
   (1 - r) div P and only div P is estimated with probes. Target "data": T = P has no known term (the
@@ -74,8 +61,6 @@ Non-finite or degenerate statistics (E|u|^2 = 0, NaN, Inf) fall back to gamma = 
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
@@ -89,9 +74,9 @@ from ..divergence import (
     vjp_divergence,
 )
 from ..solvers.base import StepOutput, transport
-from ..solvers.ipndm import IPNDMSolver
-from ..solvers.unipc import UniPCSolver
 from .base import Corrector, StepContext
+from .stein_history import HISTORIES, check_history, flow_output
+from .stein_statistics import ratio_standard_error, shrink_gamma, stein_gamma
 
 __all__ = ["SteinCorrector", "stein_gamma", "shrink_gamma", "ratio_standard_error", "TARGETS", "STATISTICS",
            "SUBSET_MOMENTS", "HISTORIES"]
@@ -99,83 +84,15 @@ __all__ = ["SteinCorrector", "stein_gamma", "shrink_gamma", "ratio_standard_erro
 TARGETS = ("state", "data")
 STATISTICS = ("batch", "sample", "group")
 SUBSET_MOMENTS = ("subset", "all")
-HISTORIES = ("hold", "flow", "flow_heun")
 _AUTOGRAD = ("hutchinson", "rademacher", "exact")
 _ESTIMATORS = _AUTOGRAD + ("jvp", "finite_difference")
-
-
-def stein_gamma(u: Tensor, x: Tensor, div_u: Tensor, alpha: float, sigma: float, groups: Tensor | None = None,
-                moments: tuple[Tensor, Tensor, Tensor] | None = None) -> dict[str, Tensor]:
-    """Theorem 4.7's coefficient from native-coordinate residuals u (B, ...), states x, div u (B,).
-
-    ``groups`` (B,) int: one coefficient per group (all zeros = one for the batch); None = one per
-    sample. ``moments`` (ours; needs ``groups``): (u, x, groups) of other rows, e.g. every row of the
-    batch when u, x, div_u hold a subset with rows in every group, to take E<u, x> and E|u|^2 from.
-    Returns gamma per row (B,) and the statistics s_xu, s_uu, s_div per group.
-    """
-    s_xu_rows = (u * x).flatten(1).sum(1)
-    s_uu_rows = u.flatten(1).pow(2).sum(1)
-    if groups is None:
-        if moments is not None:
-            raise ValueError("stein_gamma: moments from other rows need groups")
-        s_xu, s_uu, s_div, index = s_xu_rows, s_uu_rows, div_u, torch.arange(len(u), device=u.device)
-    else:
-        index, (s_xu, s_uu, s_div) = _group_means(groups, s_xu_rows, s_uu_rows, div_u)
-        if moments is not None:
-            u_m, x_m, groups_m = moments
-            _, (s_xu, s_uu) = _group_means(groups_m, (u_m * x_m).flatten(1).sum(1), u_m.flatten(1).pow(2).sum(1))
-    numerator = (1.0 - 1.0 / alpha) * s_xu + (sigma**2 / alpha) * s_div
-    gamma = numerator / s_uu
-    return {"gamma": gamma, "s_xu": s_xu, "s_uu": s_uu, "s_div": s_div, "index": index}
-
-
-def _group_means(groups: Tensor, *values: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """(each row's group index among the sorted group ids, the mean of each (B,) value per group)."""
-    index = torch.unique(groups, return_inverse=True)[1]
-    n = int(index.max()) + 1
-    like = values[0]
-    count = torch.zeros(n, dtype=like.dtype, device=like.device).index_add_(0, index, torch.ones_like(like))
-    return index, [torch.zeros(n, dtype=like.dtype, device=like.device).index_add_(0, index, v) / count
-                   for v in values]
-
-
-def ratio_standard_error(num: Tensor, den: Tensor, groups: Tensor, gamma: Tensor) -> Tensor:
-    """Delta-method standard error of gamma = mean(num) / mean(den) per group (ours).
-
-    num, den (B,) per-row numerator and denominator, groups (B,) group ids, gamma (G,) each group's ratio (in
-    the order of the sorted ids): se^2 = sum (num - gamma den)^2 / ((n - 1) n mean(den)^2). A group of one
-    row has an infinite standard error.
-    """
-    index, (mean_den,) = _group_means(groups, den)
-    resid = num - gamma[index] * den
-    n = int(index.max()) + 1
-    count = torch.zeros(n, dtype=num.dtype, device=num.device).index_add_(0, index, torch.ones_like(num))
-    sq = torch.zeros(n, dtype=num.dtype, device=num.device).index_add_(0, index, resid.pow(2))
-    var = torch.where(count > 1, sq / (count - 1).clamp_min(1), torch.full_like(sq, float("inf")))
-    return (var / count).sqrt() / mean_den.abs()
-
-
-def shrink_gamma(gamma: Tensor, se: Tensor) -> Tensor:
-    """gamma shrunk toward 1 by its standard error (ours): 1 + (gamma - 1) max(0, 1 - se^2 / (gamma - 1)^2).
-
-    se = 0 leaves gamma unchanged; se >= |gamma - 1| gives 1; non-finite gamma stays non-finite (the
-    corrector's fallback then applies)."""
-    dev = gamma - 1
-    factor = (1 - se.pow(2) / dev.pow(2)).clamp_min(0)
-    factor = torch.where(se == 0, torch.ones_like(factor), factor)
-    factor = torch.where(torch.isnan(factor) & torch.isfinite(gamma), torch.zeros_like(factor), factor)
-    return 1 + dev * factor
 
 
 def _check_issue16_options(divergence: str, statistics: str, history: str, exact_terms, probes, shrinkage,
                            smoothing) -> None:
     """One-line ValueErrors for the options of issue 16 (``history``, ``exact_terms``, ``probes``, ``shrinkage``,
     ``smoothing``)."""
-    if history not in HISTORIES:
-        raise ValueError(f"unknown history {history!r}; accepted: {', '.join(HISTORIES)}")
-    if history != "hold" and divergence not in _AUTOGRAD:
-        raise ValueError(f"history {history!r} needs an autograd divergence ({', '.join(_AUTOGRAD)}), "
-                         f"got {divergence!r}")
+    check_history(history, divergence, _AUTOGRAD)
     if not isinstance(exact_terms, bool):
         raise ValueError(f"exact_terms must be true or false, got {exact_terms!r}")
     if probes is not None and probes not in PROBE_KINDS:
@@ -188,20 +105,6 @@ def _check_issue16_options(divergence: str, statistics: str, history: str, exact
         raise ValueError("shrinkage needs statistics 'batch' or 'group' (a standard error over rows), not 'sample'")
     if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 <= smoothing < 1:
         raise ValueError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
-
-
-class _Replay:
-    """A denoiser that returns the value the step already computed at (x, sigma): replays a step with the
-    loop's graph of D(x, sigma) and no new call (used once)."""
-
-    def __init__(self, value: Tensor, sigma: float):
-        self.value, self.sigma, self.used = value, sigma, False
-
-    def __call__(self, x: Tensor, sigma: Tensor, labels: Tensor | None = None) -> Tensor:
-        if self.used or not torch.all(sigma == self.sigma):
-            raise ValueError("history 'flow' replays a step that calls the denoiser once, at the step's sigma")
-        self.used = True
-        return self.value
 
 
 class SteinCorrector(Corrector):
@@ -220,7 +123,7 @@ class SteinCorrector(Corrector):
         sigma_window: (lo, hi): correct only where lo <= sigma <= hi (None: everywhere).
         correct_first, correct_last: whether the first and the last step are corrected.
         probe_seed: salt of the per-seed probes.
-        history: "hold" (the paper's), "flow" or "flow_heun" (ours): see the module docstring.
+        history: "hold" (the paper's), "flow" or "flow_heun" (ours): see ``stein_history``.
         exact_terms: estimate with probes only the part of div T not known exactly (ours; target "state").
         probes: None (the divergence's own kind), "gaussian" (the paper's), "rademacher" or "orthogonal" (ours).
         shrinkage: shrink gamma toward 1 by its delta-method standard error (ours; batch or group statistics).
@@ -234,7 +137,7 @@ class SteinCorrector(Corrector):
     NFE: none extra with the autograd estimators on all rows (the step's own evaluation carries the
     graph; the backward passes are the cost); ``subset`` adds one call on the subset rows per step,
     "jvp" and "finite_difference" add ``num_probes`` step evaluations per step, counted by the loop;
-    ``history="flow"`` adds one call per history entry the step uses, "flow_heun" two (module docstring).
+    ``history="flow"`` adds one call per history entry the step uses, "flow_heun" two (``stein_history``).
     """
 
     name = "stein"
@@ -340,7 +243,7 @@ class SteinCorrector(Corrector):
                 x_rows = x_rows.requires_grad_(True)
                 out_rows = context.step_fn(x_rows, rows)
                 if self.history != "hold":
-                    out_rows = self._flow_output(x_rows, out_rows, context, rows)
+                    out_rows = flow_output(x_rows, out_rows, context, rows, self.history)
             t_rows, p_rows = self._target(out_rows), self._probed(out_rows)
             probes = self._probes(x_rows, sub_context)
             div, err = self._estimate(x_rows, p_rows, probes, lambda z: self._probed(context.step_fn(z, rows)),
@@ -348,77 +251,11 @@ class SteinCorrector(Corrector):
             return x_rows, t_rows, *self._known_part(div, err, x_rows, context)
         if self.history != "hold":
             with torch.enable_grad():
-                out = self._flow_output(x, out, context, None)
+                out = flow_output(x, out, context, None, self.history)
         t, p = self._target(out), self._probed(out)
         probes = self._probes(x, context)
         div, err = self._estimate(x, p, probes, lambda z: self._probed(context.step_fn(z)), context.sigma)
         return x, t, *self._known_part(div, err, x, context)
-
-    def _flow_output(self, x: Tensor, out: StepOutput, context: StepContext, rows: Tensor | None) -> StepOutput:
-        """The step's output replayed with each history entry D_j a differentiable function of x (straight-through:
-        the stored value, the derivative of D(x_j(x), sigma_j), x_j(x) the DDIM transport of x back to sigma_j)."""
-        step = context.step_fn
-        solver, state = getattr(step, "solver", None), getattr(step, "state", None)
-        if solver is None or state is None:
-            raise ValueError("history 'flow' needs the sampling loop's step (context.step_fn with solver and state)")
-        self._check_flow_solver(solver, state)
-        if rows is not None:
-            state = state.select(rows)
-        if not state.history:
-            return out
-        sigma = context.sigma
-        new_state = out.state
-        last = new_state.history[-1] if new_state.history else None
-        if last is None or last[0] != float(sigma) or not last[1].requires_grad:
-            raise ValueError(f"history 'flow' cannot replay solver {getattr(solver, 'name', type(solver).__name__)!r}: "
-                             "its step does not record D(x, sigma) in its history")
-        m0 = new_state.history[-1][1]  # D(x, sigma), carrying the loop's graph
-        labels = getattr(step, "labels", None)
-        if labels is not None and rows is not None:
-            labels = labels[rows]
-        used = self._history_used(solver, x, context, state, m0, labels)
-        counter = context.counter if context.counter is not None else step.counter
-        history = []
-        for (sigma_j, m_j), needed in zip(state.history, used):
-            if needed:
-                ratio, level = sigma_j / sigma, torch.full((len(x),), sigma_j, dtype=x.dtype, device=x.device)
-                x_j = ratio * x + (1.0 - ratio) * m0  # DDIM back to sigma_j
-                if self.history == "flow_heun":  # Heun: the mean of the two ends' data predictions
-                    x_j = ratio * x + (1.0 - ratio) * 0.5 * (m0 + counter(x_j, level, labels))
-                m_flow = counter(x_j, level, labels)
-                m_j = m_j.detach() + (m_flow - m_flow.detach())
-            history.append((sigma_j, m_j))
-        flow_state = replace(state, history=tuple(history))
-        return solver.step(_Replay(m0, sigma), x, sigma, context.sigma_next, flow_state, labels)
-
-    @staticmethod
-    def _history_used(solver, x: Tensor, context: StepContext, state, m0: Tensor, labels) -> list[bool]:
-        """Which history entries this step's output depends on (a replay on detached leaves; no denoiser call)."""
-        leaves = [m.detach().requires_grad_(True) for _, m in state.history]
-        with torch.enable_grad():
-            probe_state = replace(state, history=tuple((s, leaf) for (s, _), leaf in zip(state.history, leaves)))
-            out = solver.step(_Replay(m0.detach(), context.sigma), x.detach(), context.sigma, context.sigma_next,
-                              probe_state, labels)
-            if not out.data_prediction.requires_grad:
-                return [False] * len(leaves)
-            grads = torch.autograd.grad(out.data_prediction.sum(), leaves, allow_unused=True)
-        return [g is not None for g in grads]
-
-    @staticmethod
-    def _check_flow_solver(solver, state) -> None:
-        name = getattr(solver, "name", type(solver).__name__)
-        if isinstance(solver, IPNDMSolver) and solver.order > 1:
-            raise ValueError(f"history 'flow' does not support solver {name!r} (order {solver.order}): its slopes "
-                             "are derived from earlier states; use history 'hold'")
-        if isinstance(solver, UniPCSolver):
-            if solver.use_corrector:
-                raise ValueError(f"history 'flow' does not support solver {name!r} with its corrector (it uses "
-                                 "earlier states); use history 'hold' or use_corrector=false")
-            return
-        derived = [k for k, v in state.aux.items() if isinstance(v, Tensor) or (isinstance(v, tuple) and v)]
-        if derived:
-            raise ValueError(f"history 'flow' does not support solver {name!r}: its state holds derived quantities "
-                             f"({', '.join(derived)}); use history 'hold'")
 
     def _estimate(self, x: Tensor, t: Tensor, probes: Tensor, f, sigma: float) -> tuple[Tensor, Tensor]:
         if self.divergence in ("hutchinson", "rademacher"):
