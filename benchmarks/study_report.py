@@ -188,14 +188,6 @@ LEARNED = ("ring2d_mlp", "aniso32_mlp", "digits")
 RECOMMEND_SHARE = 0.5  # at least half of the oracle's gain on every learned test-bed
 
 
-def _worse_cells(cells: dict, setting: str) -> tuple[int, int]:
-    """(cells worse than the base solver at equal NFE, cells compared), over every recorded cell of the setting
-    (all test-beds, all NFE)."""
-    verdicts = [verdict(c, cells[(*k[:4], "none")]) for k, c in cells.items()
-                if k[4] == setting and (*k[:4], "none") in cells]
-    return sum(v == "worse" for v in verdicts), len(verdicts)
-
-
 def recommendation(records: list[dict], cells: dict, settings: list[str]) -> tuple[list[str], list[str]]:
     """Issue 16's criterion for each Stein-family variant and the calibrated schedule: it recovers at least
     ``RECOMMEND_SHARE`` of the oracle's gain on every learned test-bed (``LEARNED``) at NFE 5-10 (mean over the
@@ -211,7 +203,8 @@ def recommendation(records: list[dict], cells: dict, settings: list[str]) -> tup
         for testbed in LEARNED:
             oracle = oracle_of(cells, testbed)
             shares.append(recovered_share(records, testbed, setting, oracle) if oracle else None)
-        worse, compared = _worse_cells(cells, setting)
+        counts = _counts(cells, setting, min_nfe=0)  # every recorded cell: all test-beds, all NFE
+        worse, compared = counts["worse"], sum(counts.values())
         ok = all(sh is not None and sh[0] >= RECOMMEND_SHARE for sh in shares) and worse == 0
         meets += [setting] if ok else []
         shown = [f"{sh[0]:+.2f} ± {sh[1]:.2f}" if sh else "not recorded" for sh in shares]
@@ -256,13 +249,13 @@ GROUPS = (
 )
 
 
-def _counts(cells: dict, setting: str, testbed: str | None = None) -> dict[str, int]:
+def _counts(cells: dict, setting: str, testbed: str | None = None, min_nfe: int = MIN_NFE) -> dict[str, int]:
     """better / same / worse of a setting against the base solver at equal NFE over the recorded cells at NFE >=
-    MIN_NFE (of one test-bed, or all)."""
+    ``min_nfe`` (of one test-bed, or all)."""
     counts = defaultdict(int)
     for k, cell in cells.items():
         base = cells.get((*k[:4], "none"))
-        if k[4] == setting and k[3] >= MIN_NFE and base is not None and testbed in (None, k[0]):
+        if k[4] == setting and k[3] >= min_nfe and base is not None and testbed in (None, k[0]):
             counts[verdict(cell, base)] += 1
     return counts
 
@@ -278,21 +271,26 @@ def _compute_counts(cells: dict, setting: str, testbed: str | None = None) -> di
     return counts
 
 
+def _worse_keys(cells: dict, setting: str) -> list[tuple]:
+    """(testbed, solver, schedule, nfe) of the cells at NFE >= MIN_NFE where a setting is worse than the base
+    solver, sorted."""
+    return sorted(k[:4] for k, c in cells.items() if k[4] == setting and k[3] >= MIN_NFE
+                  and (*k[:4], "none") in cells and verdict(c, cells[(*k[:4], "none")]) == "worse")
+
+
 def _worse_where(cells: dict, setting: str) -> str:
     """The cells (NFE >= MIN_NFE) where a setting is worse than the base solver, named with both means."""
-    worse = [f"{k[0]} {k[1]} NFE {k[3]} ({cells[(*k[:4], 'none')]['mean']:.3g} -> {c['mean']:.3g})"
-             for k, c in sorted(cells.items()) if k[4] == setting and k[3] >= MIN_NFE
-             and (*k[:4], "none") in cells and verdict(c, cells[(*k[:4], "none")]) == "worse"]
+    worse = [f"{b[0]} {b[1]} NFE {b[3]} ({cells[(*b, 'none')]['mean']:.3g} -> {cells[(*b, setting)]['mean']:.3g})"
+             for b in _worse_keys(cells, setting)]
     return ", ".join(worse) or "nowhere"
 
 
 def _same_losses(cells: dict) -> str:
     """Whether the calibrated schedule is worse exactly where its target, the trajectory oracle, is (on the cells
     where both are recorded)."""
-    both = [k[:4] for k in cells if k[4] == "calibrated" and k[3] >= MIN_NFE and (*k[:4], "oracle_trajectory") in cells
-            and (*k[:4], "none") in cells]
-    worse = {s: {b for b in both if verdict(cells[(*b, s)], cells[(*b, "none")]) == "worse"}
-             for s in ("calibrated", "oracle_trajectory")}
+    both = {k[:4] for k in cells if k[4] == "calibrated" and k[3] >= MIN_NFE and (*k[:4], "oracle_trajectory") in cells
+            and (*k[:4], "none") in cells}
+    worse = {s: set(_worse_keys(cells, s)) & both for s in ("calibrated", "oracle_trajectory")}
     if not both:
         return ""
     if worse["calibrated"] == worse["oracle_trajectory"]:

@@ -107,7 +107,7 @@ def estimator_correctors(value) -> dict:
     a one-line ConfigError naming the key."""
     if isinstance(value, str):  # estimator_correctors=stein: one option
         value = [value]
-    if value is None or (isinstance(value, ListConfig | list | tuple | DictConfig | dict) and len(value) == 0):
+    if value is None or (isinstance(value, ListConfig | list | tuple | DictConfig | dict) and not value):
         return {}
     if isinstance(value, ListConfig | list | tuple):
         names = list(value)
@@ -127,7 +127,7 @@ def estimator_correctors(value) -> dict:
         key = f"{_CORRECTORS_KEY}.{name}"
         node = _estimator_config(key, spec)
         cls = _target_class(key, node)
-        if not (issubclass(cls, SteinCorrector) and not issubclass(cls, OracleCorrector)):
+        if not _is_stein_estimator(cls):
             why = " (the observer records the oracle as oracle_gamma)" if issubclass(cls, OracleCorrector) else ""
             raise ConfigError(f"{key}: {node.get('_target_')} is not a Stein estimator{why}; accepted options: "
                               f"{', '.join(_stein_options())}, or a config whose _target_ is a SteinCorrector")
@@ -200,9 +200,14 @@ def _stein_options() -> list[str]:
             cls = _target_class(option, _compose_option(option))
         except Exception:  # noqa: BLE001  (a file that does not compose is simply not listed)
             continue
-        if issubclass(cls, SteinCorrector) and not issubclass(cls, OracleCorrector):
+        if _is_stein_estimator(cls):
             accepted.append(option)
     return accepted
+
+
+def _is_stein_estimator(cls: type) -> bool:
+    """A SteinCorrector that estimates gamma (the oracle subclasses it but knows the answer)."""
+    return issubclass(cls, SteinCorrector) and not issubclass(cls, OracleCorrector)
 
 
 def scaled_denoiser(cfg, denoiser):
